@@ -1,0 +1,18 @@
+"""skgnn: crystal graph neural networks as scikit-learn estimators."""
+
+from .classifier import CGCNNClassifier
+from .graphs import CrystalGraph, CrystalGraphs
+from .module import CGCNN, CGConv
+from .regressor import CGCNNRegressor
+from .transformer import CrystalGraphTransformer
+
+__all__ = [
+    "CGCNN",
+    "CGCNNClassifier",
+    "CGCNNRegressor",
+    "CGConv",
+    "CrystalGraph",
+    "CrystalGraphTransformer",
+    "CrystalGraphs",
+]
+__version__ = "0.1.0"
