@@ -19,6 +19,7 @@ TRAINING_DEFAULTS = {
     "lr": 2e-3,
     "max_epochs": 100,
     "batch_size": 128,
+    "train_split": None,
     "iterator_train__shuffle": True,
     "iterator_train__collate_fn": pass_batch_through,
     "iterator_valid__collate_fn": pass_batch_through,
@@ -114,7 +115,9 @@ class CrystalGraphNetMixin:
         )
         return split(self.get_dataset(X, y), y)
 
-    def get_dataset(self, X, y=None) -> CrystalGraphDataset:
+    def get_dataset(self, X, y=None) -> torch.utils.data.Dataset:
+        if isinstance(X, torch.utils.data.Dataset):  # skorch's internal validation subset
+            return X
         y = None if y is None else torch.as_tensor(np.asarray(y), dtype=self._target_dtype)
         return CrystalGraphDataset(check_graphs(X, type(self).__name__), y)
 
@@ -142,8 +145,10 @@ class CrystalGraphNetMixin:
             torch.manual_seed(self.random_state)
             yield
 
-    def _check_predict_input(self, X) -> CrystalGraphs:
+    def _check_predict_input(self, X) -> CrystalGraphs | torch.utils.data.Dataset:
         self.check_is_fitted()
+        if isinstance(X, torch.utils.data.Dataset):  # skorch's internal validation subset
+            return X
         return check_graphs(X, type(self).__name__)
 
     def __sklearn_tags__(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
+from skorch.callbacks import EpochScoring
 
 from ._net import (
     SHARED_PARAMETERS_DOC,
@@ -13,6 +14,11 @@ from ._net import (
     check_graphs,
     check_target_length,
 )
+
+
+def _accuracy_of_codes(net, X, y) -> float:
+    """Validation accuracy on the integer codes skorch sees during training."""
+    return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
 
 
 class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
@@ -55,6 +61,17 @@ class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
         defaults = {k: v for k, v in TRAINING_DEFAULTS.items() if k != "module"}
         super().__init__(module, criterion=criterion, classes=classes, **{**defaults, **kwargs})
         self._init_shared(validation_fraction, patience, random_state)
+
+    @property
+    def _default_callbacks(self):
+        # skorch's valid_acc compares predict() (our labels) with y (our codes)
+        accuracy = EpochScoring(
+            _accuracy_of_codes, name="valid_acc", lower_is_better=False, use_caching=True
+        )
+        return [
+            (name, accuracy if name == "valid_acc" else callback)
+            for name, callback in super()._default_callbacks
+        ]
 
     def _encode(self, graphs, y) -> tuple[np.ndarray, np.ndarray]:
         y = check_target_length(graphs, y)
