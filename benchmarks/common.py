@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts: data paths, machine description, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA_HOME = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "matbench"
+
+
+def data_home(option: str | None = None) -> str:
+    """The Matbench data folder: the option, else $MATMINER_DATA, else ../shared/datasets/matbench."""
+    return option or os.environ.get("MATMINER_DATA") or str(DEFAULT_DATA_HOME)
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "packages": {
+            name: version(name)
+            for name in ("skgnn", "torch", "scikit-learn", "skorch", "pymatgen", "matminer", "numpy")
+        },
+    }
+
+
+def write_results(folder: Path, name: str, payload: dict, markdown: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
