@@ -76,7 +76,7 @@ def to_structure(item, index: int) -> Structure:
         raise StructureError(f"X[{index}] is a {type(item).__name__}; expected {ACCEPTED}.")
     if len(structure) == 0:
         raise StructureError(f"X[{index}] is a structure with no sites.")
-    if structure.lattice.volume < 1e-6:
+    if abs(np.linalg.det(structure.lattice.matrix)) < 1e-6:
         raise StructureError(f"X[{index}] has a degenerate lattice (volume ≈ 0).")
     return structure
 
