@@ -23,7 +23,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
-from skgnn.baselines import make_rf_scm_magpie
+from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
 from skgnn.datasets import DATA_HOME
 from skgnn.leaderboard import LEADERBOARD_MAE, UNITS
 from skgnn.model_selection import MatbenchKFold
@@ -47,6 +47,9 @@ def main() -> None:
         ),
         "RF-SCM/Magpie (skgnn.baselines)": make_rf_scm_magpie(
             n_estimators=args.n_estimators, random_state=0
+        ),
+        "Magpie + structure, gradient boosting (skgnn.baselines)": make_strong_tabular(
+            random_state=0
         ),
     }
     rows = []
