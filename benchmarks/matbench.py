@@ -1,0 +1,351 @@
+"""Matbench head-to-head: CGCNN and matminer baselines on the official v0.1 folds.
+
+    python -m benchmarks.matbench --task matbench_jdft2d --models cgcnn,rf_scm_magpie,strong_tabular
+    python -m benchmarks.matbench --subsample 100 --folds 0 --max-epochs 5    # a quick look
+
+Each model is a fresh clone fitted inside each fold on that fold's training rows only.
+``results.json`` is rewritten after every fold, so an interrupted run keeps its finished folds
+and a rerun with the same settings skips them. Under ``benchmarks/results/<task>/`` (or --out):
+results.json (scores, timings, memory, out-of-fold predictions), results.md, parity_<model>.png,
+learning_curve.png (with --learning-curve) and, where the ``matbench`` package is installed
+(``pip install --no-deps matbench``) and no rows were subsampled,
+matbench_results_<model>.json.gz in Matbench's own format (one file per model, since a
+MatbenchBenchmark holds one algorithm; written once all five folds are done, as matbench
+refuses to load a task with folds missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+from matminer.datasets import load_dataset
+from sklearn.base import BaseEstimator, clone
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from sklearn.pipeline import make_pipeline
+
+from skgnn import CGCNNRegressor, CrystalGraphTransformer
+from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
+from skgnn.leaderboard import LEADERBOARD_MAE, TARGETS, UNITS
+from skgnn.model_selection import MatbenchKFold
+
+from .common import RESULTS, data_home, machine
+
+LEADERBOARD_ROWS = ("CGCNN", "ALIGNN", "RF-SCM/Magpie", "Dummy")
+LC_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def _cgcnn(args: argparse.Namespace, fold: int) -> BaseEstimator:
+    epochs = {"max_epochs": args.max_epochs} if args.max_epochs else {}
+    return make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(random_state=fold, **epochs))
+
+
+#: Model name -> factory(args, fold); add an entry to race another model.
+MODELS: dict[str, Callable[[argparse.Namespace, int], BaseEstimator]] = {
+    "cgcnn": _cgcnn,
+    "rf_scm_magpie": lambda args, fold: make_rf_scm_magpie(args.n_estimators, random_state=0),
+    "strong_tabular": lambda args, fold: make_strong_tabular(random_state=0),
+}
+
+
+def load_task(task: str, home: str, subsample: str | None = None):
+    """Structures, targets and the kept row positions (all rows unless ``subsample``)."""
+    df = load_dataset(task, data_home=home)
+    target = TARGETS.get(task, df.columns[-1])
+    rows = np.arange(len(df))
+    if subsample:
+        # subsampled BEFORE splitting, so the folds are no longer Matbench's: quick looks only
+        n = float(subsample) * len(df) if "." in subsample else int(subsample)
+        rows = np.sort(np.random.default_rng(0).choice(rows, min(int(n), len(df)), replace=False))
+    return df["structure"].iloc[rows].reset_index(drop=True), df[target].to_numpy()[rows], rows
+
+
+def _describe(value) -> str:
+    """A string for a parameter that is the same in every process (no addresses, no set order)."""
+    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, (set, frozenset)):
+        return repr(sorted(value))
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(value))
+
+
+def model_params(estimator: BaseEstimator) -> dict[str, str]:
+    """Each pipeline step's own ``get_params(deep=False)``, stringified; the key of a resume."""
+    steps = getattr(estimator, "steps", [("model", estimator)])
+    return {f"{name}__{k}": _describe(v) for name, step in steps
+            for k, v in step.get_params(deep=False).items() if not k.startswith("_")}  # fmt: skip
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, sampled every 20 ms.
+
+    ``ru_maxrss`` is a high-water mark of the whole run, so it misses later folds' peaks.
+    """
+
+    def __enter__(self) -> PeakRSS:
+        self._proc, self._stop = psutil.Process(), threading.Event()
+        self.start_mb = self.peak_mb = self._proc.memory_info().rss / 2**20
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    return {"mae": mean_absolute_error(y_true, y_pred),
+            "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
+            "r2": r2_score(y_true, y_pred)}  # fmt: skip
+
+
+def run_fold(estimator: BaseEstimator, X, y: np.ndarray, train: np.ndarray, test: np.ndarray):
+    """Fit a clone of ``estimator`` on the ``train`` rows only, score it on ``test``.
+
+    Returns
+    -------
+    record : dict
+        Scores, times, memory, sizes and the test predictions.
+    fitted : estimator
+    """
+    fitted = clone(estimator)
+    with PeakRSS() as memory:
+        start = time.perf_counter()
+        fitted.fit(X.iloc[train], y[train])
+        fit_s = time.perf_counter() - start
+        pred = np.asarray(fitted.predict(X.iloc[test]), dtype=float).ravel()
+        predict_s = time.perf_counter() - start - fit_s
+    record = {**scores(y[test], pred), "fit_s": fit_s, "predict_s": predict_s,
+              "peak_rss_mb": memory.peak_mb,
+              "peak_rss_increase_mb": memory.peak_mb - memory.start_mb,
+              "n_train": len(train), "n_test": len(test), "params": model_params(estimator),
+              "y_true": y[test].tolist(), "y_pred": pred.tolist()}  # fmt: skip
+    return record, fitted
+
+
+def summarize(folds: dict) -> dict[str, float]:
+    """Mean and (population, as Matbench) standard deviation over the finished folds."""
+    out = {"n_folds": len(folds), "fit_s_total": sum(f["fit_s"] for f in folds.values())}
+    for key in ("mae", "rmse", "r2"):
+        values = [f[key] for f in folds.values()]
+        out[f"{key}_mean"], out[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+    return out
+
+
+def learning_curve(name: str, args, X, y, train, test, results: dict, save) -> None:
+    """Fold 0's test MAE against nested subsets of fold 0's training rows, saved point by point."""
+    estimator, order = MODELS[name](args, 0), np.random.default_rng(0).permutation(train)
+    params = model_params(estimator)
+    curve = results["learning_curve"].get(name, {})
+    if curve.get("params") != params:
+        curve = results["learning_curve"][name] = {"params": params, "points": []}
+    fold0 = results["models"].get(name, {}).get("folds", {}).get("0")
+    for fraction in LC_FRACTIONS[len(curve["points"]):]:
+        n = max(2, round(fraction * len(train)))
+        # all of fold 0's training rows with fold 0's settings is fold 0 itself: reuse it
+        reuse = fraction == 1.0 and fold0 is not None and fold0["params"] == params
+        record = fold0 if reuse else run_fold(estimator, X, y, np.sort(order[:n]), test)[0]
+        curve["points"].append({"fraction": fraction, "n_train": n, "mae": record["mae"],
+                                "fit_s": record["fit_s"]})  # fmt: skip
+        save()
+        print(f"{name:>15} learning curve, {n} rows: MAE {record['mae']:.4g}", flush=True)
+
+
+def plot_parity(name: str, folds: dict, unit: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    y_true = np.concatenate([f["y_true"] for f in folds.values()])
+    y_pred = np.concatenate([f["y_pred"] for f in folds.values()])
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(y_true, y_pred, s=8, alpha=0.5)
+    low, high = min(y_true.min(), y_pred.min()), max(y_true.max(), y_pred.max())
+    ax.plot([low, high], [low, high], "k--", lw=1, label="y = x")
+    mae = np.mean([f["mae"] for f in folds.values()])
+    title = f"{name}: MAE {mae:.4g} {unit}\n(mean over {len(folds)} test fold(s))"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(f"DFT ({unit})")
+    ax.set_ylabel(f"predicted ({unit})")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_learning_curve(curves: dict, unit: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, curve in curves.items():
+        points = curve["points"]
+        ax.loglog([p["n_train"] for p in points], [p["mae"] for p in points], "o-", label=name)
+        ax.set_xticks([p["n_train"] for p in points])
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers: the range is too short for 10^k labels
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.set_xlabel("training rows (subsets of fold 0's training rows)")
+    ax.set_ylabel(f"MAE on fold 0's test rows ({unit})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render(results: dict) -> str:
+    task, unit, m = results["task"], results["unit"], results["machine"]
+    lines = [f"# {task}: skgnn models on the Matbench v0.1 folds", ""]
+    if results["data"]["subsample"]:
+        lines += [f"**Quick look: {results['data']['n_rows']} rows subsampled before splitting; "
+                  "not comparable with the leaderboard.**", ""]  # fmt: skip
+    lines += [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['packages']['torch']} with "
+              f"{m['torch_threads']} threads. MAE and RMSE in {unit}; mean ± std over folds.", "",
+              "| model | folds | MAE | RMSE | R² | fit time (total) |", "|---|---|---|---|---|---|"]
+    for name, model in results["models"].items():
+        s = model["summary"]
+        lines.append(f"| {name} | {s['n_folds']} | {s['mae_mean']:.4g} ± {s['mae_std']:.3g} | "
+                     f"{s['rmse_mean']:.4g} ± {s['rmse_std']:.3g} | "
+                     f"{s['r2_mean']:.3f} ± {s['r2_std']:.3f} | {s['fit_s_total']:.1f} s |")
+    for name in LEADERBOARD_ROWS:
+        if name in LEADERBOARD_MAE.get(task, {}):
+            mae = LEADERBOARD_MAE[task][name]
+            lines.append(f"| {name} (Matbench leaderboard) | 5 | {mae:.4g} | | | |")
+    if results.get("learning_curve"):
+        lines += ["", "Learning curve: ![learning curve](learning_curve.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def record_matbench(results: dict, folder: Path, home: str) -> None:
+    """Matbench's own result files, rebuilt from the stored out-of-fold predictions."""
+    try:
+        from matbench.bench import MatbenchBenchmark
+    except ImportError:
+        return
+    os.environ["MATMINER_DATA"] = home  # matbench loads its tasks through matminer's env variable
+    for name, model in results["models"].items():
+        if sorted(model["folds"]) != ["0", "1", "2", "3", "4"]:
+            continue  # MatbenchBenchmark.from_file refuses a task with folds missing
+        bench = MatbenchBenchmark(autoload=False, subset=[results["task"]])
+        mb_task = bench.tasks_map[results["task"]]
+        mb_task.load()
+        for fold, record in sorted(model["folds"].items()):
+            mb_task.record(int(fold), record["y_pred"], params={"model": name})
+        bench.to_file(str(folder / f"matbench_results_{name}.json.gz"))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="matbench_jdft2d")
+    parser.add_argument("--models", default="cgcnn,rf_scm_magpie,strong_tabular",
+                        help=f"comma-separated, from {sorted(MODELS)}")
+    parser.add_argument("--folds", default="0,1,2,3,4")
+    parser.add_argument("--max-epochs", type=int, default=None, help="CGCNN epochs (default 100)")
+    parser.add_argument("--n-estimators", type=int, default=500, help="RF-SCM/Magpie trees")
+    parser.add_argument("--subsample", default=None, help="rows (60) or a fraction (0.1)")
+    parser.add_argument("--data-home", default=None)
+    parser.add_argument("--learning-curve", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.models = args.models.split(",")
+    unknown = set(args.models) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown model(s) {sorted(unknown)}; choose from {sorted(MODELS)}")
+    args.folds = [int(f) for f in args.folds.split(",")]
+    if not set(args.folds) <= set(range(5)):
+        parser.error(f"--folds must be among 0,1,2,3,4; got {args.folds}")
+    return args
+
+
+def run_model(name: str, args, X, y, rows, splits, results: dict, save) -> dict:
+    """Run ``name`` on the requested folds, skipping those stored with the same settings."""
+    model = results["models"].setdefault(name, {"folds": {}})
+    estimators = {fold: MODELS[name](args, fold) for fold in range(len(splits))}
+    # folds run with other settings are dropped, so a summary never mixes settings
+    model["folds"] = {k: v for k, v in model["folds"].items()
+                      if v["params"] == model_params(estimators[int(k)])}  # fmt: skip
+    for fold in args.folds:
+        if str(fold) in model["folds"]:
+            mae = model["folds"][str(fold)]["mae"]
+            print(f"{name:>15} fold {fold}: done before, MAE {mae:.4g}", flush=True)
+            continue
+        record, _ = run_fold(estimators[fold], X, y, *splits[fold])
+        record["test_rows"] = rows[splits[fold][1]].tolist()  # positions in the full task
+        model["folds"][str(fold)] = record
+        save()
+        print(f"{name:>15} fold {fold}: MAE {record['mae']:.4g} {results['unit']}, "
+              f"fit {record['fit_s']:.1f} s, predict {record['predict_s']:.1f} s", flush=True)
+    return model
+
+
+def open_results(path: Path, task: str, data: dict) -> dict:
+    """The stored results if they are of the same rows; else a fresh start, old file kept aside."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if results and results.get("data") != data:
+        path.replace(path.with_name("results.replaced.json"))
+        print(f"{path} held other rows; moved to results.replaced.json", flush=True)
+    if results.get("data") != data:
+        results = {"task": task, "data": data, "models": {}, "learning_curve": {}}
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the head-to-head; returns what results.json holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    args = parse_args(argv)
+    home = data_home(args.data_home)
+    # quick looks default to their own folder, so they never replace a full run's results
+    default = args.task + (f"_subsample{args.subsample}" if args.subsample else "")
+    folder = args.out or RESULTS / default
+    folder.mkdir(parents=True, exist_ok=True)
+    X, y, rows = load_task(args.task, home, args.subsample)
+    data = {"n_rows": len(rows), "subsample": args.subsample,
+            "rows": rows.tolist() if args.subsample else None}  # fmt: skip
+    path = folder / "results.json"
+    results = open_results(path, args.task, data)
+    results.update(unit=UNITS.get(args.task, ""), machine=machine())
+    if args.subsample:
+        print(f"Quick look: {len(rows)} rows subsampled before splitting; folds are not "
+              "Matbench's and scores are not comparable with the leaderboard.", flush=True)
+
+    def save() -> None:
+        for model in results["models"].values():
+            model["summary"] = summarize(model["folds"]) if model["folds"] else {}
+        tmp = path.with_suffix(".tmp")  # write then rename: an interrupt never leaves half a file
+        tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        tmp.replace(path)
+        done = {k: v for k, v in results["models"].items() if v["folds"]}
+        (folder / "results.md").write_text(render({**results, "models": done}))
+
+    splits = list(MatbenchKFold().split(np.zeros(len(y))))
+    for name in args.models:
+        model = run_model(name, args, X, y, rows, splits, results, save)
+        plot_parity(name, model["folds"], results["unit"], folder / f"parity_{name}.png")
+    if args.learning_curve:
+        for name in args.models:
+            learning_curve(name, args, X, y, *splits[0], results, save)
+        curves = {k: v for k, v in results["learning_curve"].items() if k in args.models}
+        plot_learning_curve(curves, results["unit"], folder / "learning_curve.png")
+    save()
+    if not args.subsample:
+        record_matbench(results, folder, home)
+    return results
+
+
+if __name__ == "__main__":
+    main()

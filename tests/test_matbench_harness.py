@@ -1,0 +1,110 @@
+"""The Matbench head-to-head harness (benchmarks/matbench.py) on a tiny subsample of jdft2d."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import matbench
+from skgnn.baselines import make_rf_scm_magpie
+from skgnn.model_selection import MatbenchKFold
+
+from .conftest import MATBENCH
+
+TINY = ["--subsample", "60", "--folds", "0", "--max-epochs", "2", "--n-estimators", "10",
+        "--models", "cgcnn,rf_scm_magpie", "--data-home", str(MATBENCH)]  # fmt: skip
+MODELS = ("cgcnn", "rf_scm_magpie")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("matbench")
+    matbench.main([*TINY, "--learning-curve", "--out", str(out)])
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def fold0():
+    """The subsampled data and fold 0's rows, as the harness splits them."""
+    X, y, _ = matbench.load_task("matbench_jdft2d", str(MATBENCH), "60")
+    train, test = next(MatbenchKFold().split(y))
+    return X, y, train, test
+
+
+def test_run_writes_sane_results(tiny_run, fold0):
+    out, results = tiny_run
+    _, y, train, test = fold0
+    for name in ["learning_curve.png"] + [f"parity_{model}.png" for model in MODELS]:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    assert results["data"]["subsample"] == "60" and results["data"]["n_rows"] == 60
+    assert "torch" in results["machine"]["packages"]
+    for model in MODELS:
+        record = results["models"][model]["folds"]["0"]
+        assert (record["n_train"], record["n_test"]) == (len(train), len(test))
+        assert 0 < record["mae"] <= record["rmse"] and record["r2"] <= 1
+        assert record["fit_s"] > 0 and record["predict_s"] > 0 and record["peak_rss_mb"] > 0
+        assert record["y_true"] == pytest.approx(y[test].tolist())
+        assert np.mean(np.abs(np.subtract(record["y_true"], record["y_pred"]))) == pytest.approx(
+            record["mae"]
+        )
+        assert results["models"][model]["summary"]["mae_mean"] == pytest.approx(record["mae"])
+        points = results["learning_curve"][model]["points"]
+        assert [p["n_train"] for p in points] == [5, 12, 24, 48]
+        assert points[-1]["mae"] == record["mae"]  # 100 % of fold 0's training rows is fold 0
+    assert results["models"]["cgcnn"]["folds"]["0"]["params"]["cgcnnregressor__max_epochs"] == "2"
+    markdown = (out / "results.md").read_text()
+    assert "Quick look: 60 rows subsampled" in markdown
+    assert "| rf_scm_magpie | 1 |" in markdown
+    assert "| CGCNN (Matbench leaderboard) | 5 | 49.24" in markdown
+
+
+def test_rerun_skips_finished_folds(tiny_run, tmp_path, monkeypatch):
+    out, before = tiny_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    fitted = []
+    real_run_fold = matbench.run_fold
+
+    def spy(estimator, *args):
+        fitted.append(type(estimator.steps[-1][1]).__name__)
+        return real_run_fold(estimator, *args)
+
+    monkeypatch.setattr(matbench, "run_fold", spy)
+    after = matbench.main([*TINY, "--learning-curve", "--out", str(tmp_path)])
+    assert fitted == []
+    for model in MODELS:
+        assert after["models"][model]["folds"] == before["models"][model]["folds"]
+    # other CGCNN settings: only CGCNN's fold (and learning curve) run again
+    matbench.main([*TINY, "--max-epochs", "1", "--out", str(tmp_path)])
+    assert fitted == ["CGCNNRegressor"]
+
+
+def test_fold_fit_sees_training_rows_only(fold0):
+    X, y, train, test = fold0
+    args = matbench.parse_args(TINY)
+    _, fitted = matbench.run_fold(matbench.MODELS["cgcnn"](args, 0), X, y, train, test)
+    assert fitted[-1].target_mean_ == pytest.approx(y[train].mean())
+    assert fitted[-1].target_mean_ != pytest.approx(y.mean())
+
+
+def test_rf_nan_columns_chosen_on_training_rows(fold0):
+    X, y, train, test = fold0
+    # a test cell bigger than any training cell: a featurizer fitted on it would pad the
+    # sine Coulomb matrix to its size, so the column count gives a leak away
+    cells = X.to_numpy(copy=True)
+    cells[test[0]] = cells[test[0]] * (2, 2, 2)
+    X = pd.Series(cells)
+    args = matbench.parse_args(TINY)
+    _, fitted = matbench.run_fold(matbench.MODELS["rf_scm_magpie"](args, 0), X, y, train, test)
+    train_only = make_rf_scm_magpie(10, random_state=0).fit(X.iloc[train], y[train])
+    all_rows = make_rf_scm_magpie(10, random_state=0).fit(X, y)
+    support = fitted["drop_nan"].get_support()
+    np.testing.assert_array_equal(support, train_only["drop_nan"].get_support())
+    assert len(support) != len(all_rows["drop_nan"].get_support())
+
+
+def test_unknown_model_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        matbench.parse_args(["--models", "cgcnn,nope"])
+    assert "unknown model(s) ['nope']" in capsys.readouterr().err
