@@ -13,7 +13,7 @@ DEFAULT_DATA_HOME = Path(__file__).resolve().parents[2] / "shared" / "datasets" 
 
 
 def data_home(option: str | None = None) -> str:
-    """The Matbench data folder: the option, else $MATMINER_DATA, else ../shared/datasets/matbench."""
+    """The Matbench data folder: the option, else $MATMINER_DATA, else the shared one."""
     return option or os.environ.get("MATMINER_DATA") or str(DEFAULT_DATA_HOME)
 
 
@@ -34,7 +34,15 @@ def machine() -> dict:
         "python": platform.python_version(),
         "packages": {
             name: version(name)
-            for name in ("skgnn", "torch", "scikit-learn", "skorch", "pymatgen", "matminer", "numpy")
+            for name in (
+                "skgnn",
+                "torch",
+                "scikit-learn",
+                "skorch",
+                "pymatgen",
+                "matminer",
+                "numpy",
+            )
         },
     }
 

@@ -53,7 +53,8 @@ def main() -> None:
     rows = transform_all(data_home(args.data_home))
     total = sum(r["structures"] for r in rows)
     markdown = "# Every shared structure, transformed\n\n" + (
-        "| set | structures | atoms | largest cell | edges | seconds | MB |\n|---|---|---|---|---|---|---|\n"
+        "| set | structures | atoms | largest cell | edges | seconds | MB |\n"
+        "|---|---|---|---|---|---|---|\n"
     )
     for r in rows:
         markdown += (

@@ -153,7 +153,7 @@ def learning_curve(name: str, args, X, y, train, test, results: dict, save) -> N
     if curve.get("params") != params:
         curve = results["learning_curve"][name] = {"params": params, "points": []}
     fold0 = results["models"].get(name, {}).get("folds", {}).get("0")
-    for fraction in LC_FRACTIONS[len(curve["points"]):]:
+    for fraction in LC_FRACTIONS[len(curve["points"]) :]:
         n = max(2, round(fraction * len(train)))
         # all of fold 0's training rows with fold 0's settings is fold 0 itself: reuse it
         reuse = fraction == 1.0 and fold0 is not None and fold0["params"] == params
@@ -212,14 +212,20 @@ def render(results: dict) -> str:
     if results["data"]["subsample"]:
         lines += [f"**Quick look: {results['data']['n_rows']} rows subsampled before splitting; "
                   "not comparable with the leaderboard.**", ""]  # fmt: skip
-    lines += [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['packages']['torch']} with "
-              f"{m['torch_threads']} threads. MAE and RMSE in {unit}; mean ± std over folds.", "",
-              "| model | folds | MAE | RMSE | R² | fit time (total) |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['packages']['torch']} with "
+        f"{m['torch_threads']} threads. MAE and RMSE in {unit}; mean ± std over folds.",
+        "",
+        "| model | folds | MAE | RMSE | R² | fit time (total) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, model in results["models"].items():
         s = model["summary"]
-        lines.append(f"| {name} | {s['n_folds']} | {s['mae_mean']:.4g} ± {s['mae_std']:.3g} | "
-                     f"{s['rmse_mean']:.4g} ± {s['rmse_std']:.3g} | "
-                     f"{s['r2_mean']:.3f} ± {s['r2_std']:.3f} | {s['fit_s_total']:.1f} s |")
+        lines.append(
+            f"| {name} | {s['n_folds']} | {s['mae_mean']:.4g} ± {s['mae_std']:.3g} | "
+            f"{s['rmse_mean']:.4g} ± {s['rmse_std']:.3g} | "
+            f"{s['r2_mean']:.3f} ± {s['r2_std']:.3f} | {s['fit_s_total']:.1f} s |"
+        )
     for name in LEADERBOARD_ROWS:
         if name in LEADERBOARD_MAE.get(task, {}):
             mae = LEADERBOARD_MAE[task][name]
@@ -250,8 +256,11 @@ def record_matbench(results: dict, folder: Path, home: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="matbench_jdft2d")
-    parser.add_argument("--models", default="cgcnn,rf_scm_magpie,strong_tabular",
-                        help=f"comma-separated, from {sorted(MODELS)}")
+    parser.add_argument(
+        "--models",
+        default="cgcnn,rf_scm_magpie,strong_tabular",
+        help=f"comma-separated, from {sorted(MODELS)}",
+    )
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--max-epochs", type=int, default=None, help="CGCNN epochs (default 100)")
     parser.add_argument("--n-estimators", type=int, default=500, help="RF-SCM/Magpie trees")
@@ -286,8 +295,11 @@ def run_model(name: str, args, X, y, rows, splits, results: dict, save) -> dict:
         record["test_rows"] = rows[splits[fold][1]].tolist()  # positions in the full task
         model["folds"][str(fold)] = record
         save()
-        print(f"{name:>15} fold {fold}: MAE {record['mae']:.4g} {results['unit']}, "
-              f"fit {record['fit_s']:.1f} s, predict {record['predict_s']:.1f} s", flush=True)
+        print(
+            f"{name:>15} fold {fold}: MAE {record['mae']:.4g} {results['unit']}, "
+            f"fit {record['fit_s']:.1f} s, predict {record['predict_s']:.1f} s",
+            flush=True,
+        )
     return model
 
 
@@ -320,8 +332,11 @@ def main(argv: list[str] | None = None) -> dict:
     results = open_results(path, args.task, data)
     results.update(unit=UNITS.get(args.task, ""), machine=machine())
     if args.subsample:
-        print(f"Quick look: {len(rows)} rows subsampled before splitting; folds are not "
-              "Matbench's and scores are not comparable with the leaderboard.", flush=True)
+        print(
+            f"Quick look: {len(rows)} rows subsampled before splitting; folds are not "
+            "Matbench's and scores are not comparable with the leaderboard.",
+            flush=True,
+        )
 
     def save() -> None:
         for model in results["models"].values():

@@ -81,7 +81,8 @@ def skgnn_throughput(graphs, y, sizes: dict, epochs: int) -> dict:
     start = time.perf_counter()
     net.predict(graphs)
     predict_s = time.perf_counter() - start
-    return {"train_graphs_per_s": len(graphs) / epoch_s, "predict_graphs_per_s": len(graphs) / predict_s,
+    return {"train_graphs_per_s": len(graphs) / epoch_s,
+            "predict_graphs_per_s": len(graphs) / predict_s,
             "epoch_s": epoch_s}  # fmt: skip
 
 
@@ -140,7 +141,9 @@ def plot_scaling(rows: list[dict], path) -> None:
 
     atoms = [r["atoms"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.loglog(atoms, [r["construct_ms_per_structure"] for r in rows], "o-", label="graph construction")
+    ax.loglog(
+        atoms, [r["construct_ms_per_structure"] for r in rows], "o-", label="graph construction"
+    )
     ax.loglog(atoms, [r["train_ms_per_graph"] for r in rows], "s-", label="training (one epoch)")
     ax.set_xlabel("atoms per cell (perovskite supercells)")
     ax.set_ylabel("ms per structure")
@@ -208,7 +211,8 @@ def render(results: dict) -> str:
         "",
         "## Graph construction",
         "",
-        "| task | skgnn (structures/s) | get_all_neighbors baseline (structures/s) | speed-up | container |",
+        "| task | skgnn (structures/s) | get_all_neighbors baseline (structures/s) | speed-up "
+        "| container |",
         "|---|---|---|---|---|",
     ]
     for task, r in results["tasks"].items():
@@ -222,7 +226,8 @@ def render(results: dict) -> str:
         "",
         "## Training and inference (graphs/s)",
         "",
-        "| task | settings | skgnn train | PyG CGConv train | speed-up | skgnn predict | PyG predict "
+        "| task | settings | skgnn train | PyG CGConv train | speed-up | skgnn predict "
+        "| PyG predict "
         "| speed-up | skgnn GFLOP/s | share of matmul peak |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

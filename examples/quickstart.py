@@ -8,7 +8,8 @@ materials) in a few minutes on a laptop CPU:
 Any Matbench task works through matminer's loader, which reads
 ``$MATMINER_DATA`` when the file is there and downloads it otherwise:
 
-    MATMINER_DATA=../shared/datasets/matbench python examples/quickstart.py --task matbench_dielectric
+    export MATMINER_DATA=../shared/datasets/matbench
+    python examples/quickstart.py --task matbench_dielectric
 """
 
 from __future__ import annotations

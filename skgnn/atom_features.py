@@ -134,9 +134,7 @@ def cgcnn_atom_features() -> AtomFeatureTable:
         binned("GSvolume_pa", 10),
     ]
     features = np.concatenate(blocks, axis=1)
-    return AtomFeatureTable(
-        {el.Z: features[i] for i, el in enumerate(elements)}, name="cgcnn"
-    )
+    return AtomFeatureTable({el.Z: features[i] for i, el in enumerate(elements)}, name="cgcnn")
 
 
 def _atomic_number(key: int | str) -> int:

@@ -123,8 +123,14 @@ class CrystalGraphs:
             edge_offsets=_offsets(np.array([len(g.edge_src) for g in graphs], dtype=np.int64)),
             **{
                 name: np.concatenate([getattr(g, name) for g in graphs])
-                for name in ("atomic_numbers", "occupancy", "species_atom",
-                             "edge_src", "edge_dst", "edge_length")
+                for name in (
+                    "atomic_numbers",
+                    "occupancy",
+                    "species_atom",
+                    "edge_src",
+                    "edge_dst",
+                    "edge_length",
+                )
             },  # fmt: skip
             **settings,
         )
@@ -272,4 +278,3 @@ class CrystalGraphs:
             graph_index=torch.from_numpy(np.repeat(np.arange(len(rows)), n_atoms)),
             n_graphs=len(rows),
         )
-

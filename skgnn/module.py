@@ -57,9 +57,7 @@ class CGConv(nn.Module):
             Centre atom ``i`` (row 0) and neighbour atom ``j`` (row 1) of each edge.
         """
         n = self.atom_fea_len
-        w_center, w_neighbor, w_edge = self.fc_full.weight.split(
-            [n, n, self.nbr_fea_len], dim=1
-        )
+        w_center, w_neighbor, w_edge = self.fc_full.weight.split([n, n, self.nbr_fea_len], dim=1)
         center, neighbor = edge_index
         atom_terms = atom_fea @ torch.cat([w_center, w_neighbor], dim=0).T
         gated = torch.addmm(self.fc_full.bias, edge_fea, w_edge.T)

@@ -43,9 +43,7 @@ def _species(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _neighbor_list(structure: Structure, cutoff: float, index: int):
-    center, neighbor, image, distance = structure.get_neighbor_list(
-        r=cutoff, exclude_self=False
-    )
+    center, neighbor, image, distance = structure.get_neighbor_list(r=cutoff, exclude_self=False)
     is_self = (center == neighbor) & ~image.any(axis=1)
     center, neighbor, image, distance = (a[~is_self] for a in (center, neighbor, image, distance))
     if len(distance) and distance.min() < MIN_INTERATOMIC_DISTANCE:

@@ -69,7 +69,9 @@ def to_structure(item, index: int) -> Structure:
         try:
             structure = Structure.from_dict(item)
         except Exception as exc:
-            raise StructureError(f"X[{index}] is a mapping but not a Structure dict: {exc}") from exc
+            raise StructureError(
+                f"X[{index}] is a mapping but not a Structure dict: {exc}"
+            ) from exc
     elif isinstance(item, (str, os.PathLike)):
         structure = _read_cif(item, index)
     else:

@@ -83,9 +83,7 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
         "gaussian_stop": [Interval(Real, 0, None, closed="neither"), None],
         "gaussian_step": [Interval(Real, 0, None, closed="neither")],
         "gaussian_width": [Interval(Real, 0, None, closed="neither"), None],
-        "atom_features": [
-            StrOptions({"cgcnn"}), str, os.PathLike, Mapping, AtomFeatureTable, None
-        ],
+        "atom_features": [StrOptions({"cgcnn"}), str, os.PathLike, Mapping, AtomFeatureTable, None],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
     }

@@ -45,9 +45,7 @@ def random_crystals(draw) -> Structure:
 @pytest.fixture(scope="module")
 def model(jdft2d):
     structures, y = jdft2d
-    return make_pipeline(CrystalGraphTransformer(), tiny_regressor(max_epochs=5)).fit(
-        structures, y
-    )
+    return make_pipeline(CrystalGraphTransformer(), tiny_regressor(max_epochs=5)).fit(structures, y)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +71,7 @@ def permuted(structure: Structure, seed: int) -> Structure:
 def rotated(structure: Structure, angle: float, axis) -> Structure:
     rotation = SymmOp.from_axis_angle_and_translation(axis, angle)
     matrix = rotation.rotation_matrix @ structure.lattice.matrix.T
-    return Structure(
-        Lattice(matrix.T), structure.species_and_occu, structure.frac_coords
-    )
+    return Structure(Lattice(matrix.T), structure.species_and_occu, structure.frac_coords)
 
 
 def translated(structure: Structure, shift) -> Structure:
@@ -117,7 +113,7 @@ def neighbour_signature(structure: Structure, atom: int, graph) -> list:
     """What atom ``atom`` sees: sorted (distance, neighbour element) pairs."""
     mask = graph.edge_src == atom
     z = np.array(structure.atomic_numbers)[graph.edge_dst[mask]]
-    return sorted(zip(np.round(graph.edge_length[mask], 4).tolist(), z.tolist()))
+    return sorted(zip(np.round(graph.edge_length[mask], 4).tolist(), z.tolist(), strict=True))
 
 
 def test_permuted_structure_gives_the_same_graph_up_to_relabelling(real_structures):

@@ -8,8 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from skorch.callbacks import Callback, Checkpoint, LoadInitState
 from sklearn.pipeline import make_pipeline
+from skorch.callbacks import Callback, Checkpoint, LoadInitState
 
 from skgnn import CrystalGraphTransformer
 

@@ -137,7 +137,14 @@ def test_disordered_site_gets_occupancy_weighted_features():
         ),
         (Structure(Lattice.cubic(4), ["Og"], [[0, 0, 0]]), r"X\[1\] \(Og\) has element.*118"),
     ],
-    ids=["not-a-structure", "missing-file", "bad-cif-text", "molecule", "overlap", "unknown-element"],
+    ids=[
+        "not-a-structure",
+        "missing-file",
+        "bad-cif-text",
+        "molecule",
+        "overlap",
+        "unknown-element",
+    ],
 )
 def test_bad_items_are_named_by_index(cscl, bad, match):
     with pytest.raises(StructureError, match=match):

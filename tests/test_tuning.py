@@ -1,0 +1,138 @@
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from optuna_integration.sklearn import OptunaSearchCV
+from sklearn.base import clone
+
+from skgnn import CrystalGraphTransformer
+from skgnn.baselines import make_rf_scm_magpie
+from skgnn.tuning import GraphCache, cgcnn_space, compare, finished_trials, suggest, tune
+
+from .tuning_worker import tiny_problem
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return tiny_problem()
+
+
+def test_optuna_search_cv_over_the_cgcnn_pipeline(problem):
+    pipe, X, y, _ = problem
+    space = {
+        "crystalgraphtransformer__max_neighbors": IntDistribution(6, 12),
+        "cgcnnregressor__lr": FloatDistribution(1e-3, 1e-2, log=True),
+    }
+    search = OptunaSearchCV(pipe, space, n_trials=2, cv=2, random_state=0,
+                            scoring="neg_mean_absolute_error")  # fmt: skip
+    search.fit(X, y)
+    assert len(search.trials_) == 2
+    assert search.predict(X).shape == (len(y),)
+
+
+def test_optuna_search_cv_over_a_tabular_baseline(problem):
+    _, X, y, _ = problem
+    space = {"model__max_features": CategoricalDistribution([0.3, 1.0])}
+    search = OptunaSearchCV(make_rf_scm_magpie(n_estimators=10, random_state=0), space,
+                            n_trials=2, cv=2, random_state=0)  # fmt: skip
+    search.fit(X, y)
+    assert len(search.trials_) == 2 and np.isfinite(search.best_score_)
+
+
+def test_search_spaces_name_real_pipeline_parameters(problem):
+    pipe = clone(problem[0])
+    params = suggest(optuna.create_study().ask(), cgcnn_space())
+    pipe.set_params(**params)
+    assert {k: pipe.get_params()[k] for k in params} == params
+
+
+def test_tune_persists_and_reuses_graphs(problem, tmp_path):
+    pipe, X, y, space = problem
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cache = GraphCache(X)
+    study = tune(pipe, X, y, space, n_trials=3, cv=2, storage=storage, graph_cache=cache)
+    assert finished_trials(study) == 3
+    assert cache.hits == 2  # the transformer parameters never change: graphed once
+    reloaded = optuna.load_study(study_name="skgnn", storage=storage)
+    assert len(reloaded.trials) == 3
+    assert all(len(t.user_attrs["fold_scores"]) == 2 for t in reloaded.trials)
+
+
+def test_killed_run_resumes_from_sqlite(problem, tmp_path):
+    pipe, X, y, space = problem
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.tuning_worker", storage, "resume", "200"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            done = finished_trials(optuna.load_study(study_name="resume", storage=storage))
+        except KeyError:  # study not created yet
+            continue
+        if done >= 2:
+            break
+    worker.kill()
+    worker.wait()
+    before = optuna.load_study(study_name="resume", storage=storage)
+    kept = {t.number: t.value for t in before.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(kept) >= 2
+
+    time.sleep(4)  # past the heartbeat grace period: the killed trial is stale
+    study = tune(pipe, X, y, space, n_trials=len(kept) + 3, cv=2, study_name="resume",
+                 storage=storage, heartbeat_interval=1, grace_period=3)  # fmt: skip
+    complete = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert {n: complete[n] for n in kept} == kept  # nothing finished was lost
+    assert finished_trials(study) == len(kept) + 3
+
+
+def test_two_workers_share_one_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    command = [sys.executable, "-m", "tests.tuning_worker", storage, "shared", "6"]
+    workers = [subprocess.Popen(command) for _ in range(2)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert finished_trials(study) >= 6
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+
+
+def test_pruned_trials_stop_early_and_are_counted(problem, tmp_path):
+    pipe, X, y, space = problem
+    study = tune(pipe, X, y, space, n_trials=3, cv=3, storage=None,
+                 pruner=optuna.pruners.ThresholdPruner(lower=0.0))  # fmt: skip
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(pruned) == 3
+    assert all(len(t.user_attrs["fold_scores"]) == 1 for t in pruned)
+
+
+def test_compare_gives_each_line_the_same_budget(problem):
+    pipe, X, y, space = problem
+    table = compare(
+        {
+            "cgcnn": (pipe, space),
+            "rf": (make_rf_scm_magpie(n_estimators=10, random_state=0),
+                   {"model__max_features": CategoricalDistribution([0.3, 1.0])}),
+        },
+        X, y, n_trials=2, cv=2, storage=None,
+    )  # fmt: skip
+    assert list(table["model"]) == ["cgcnn", "rf"]
+    assert list(table["complete"] + table["pruned"]) == [2, 2]
+    assert (table["cv_score"] < 0).all()
+
+
+def test_graph_cache_keys_on_transformer_parameters(problem):
+    _, X, _, _ = problem
+    cache = GraphCache(X[:5])
+    first = cache.graphs(CrystalGraphTransformer())
+    assert cache.graphs(CrystalGraphTransformer()) is first
+    assert cache.graphs(CrystalGraphTransformer(max_neighbors=6)) is not first
+    assert cache.hits == 1
