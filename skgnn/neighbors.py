@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Element, Structure
+from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from .atom_features import AtomFeatureTable
 from .exceptions import StructureError
@@ -14,6 +15,13 @@ MIN_INTERATOMIC_DISTANCE = 0.5
 
 #: Factor by which the cutoff grows, for one structure, while any atom has no neighbour.
 CUTOFF_GROWTH = 1.5
+
+# Packing of the single int64 sort key: element (< 128), image components (|i| < 32).
+_N_SITE_KEYS = 128
+_IMAGE_OFFSET = 32
+_IMAGE_WEIGHTS = np.array([64 * 64, 64, 1])
+_IMAGE_CODES = 64**3
+_MAX_SITES_SQUARED_TIMES_DISTANCES = 2**62 // (_N_SITE_KEYS * _IMAGE_CODES)
 
 _RADIUS_MARGIN = 1e-3  # Å; neighbours this close to a trial radius may have twins just outside
 
@@ -43,9 +51,19 @@ def _species(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _neighbor_list(structure: Structure, cutoff: float, index: int):
-    center, neighbor, image, distance = structure.get_neighbor_list(r=cutoff, exclude_self=False)
-    is_self = (center == neighbor) & ~image.any(axis=1)
-    center, neighbor, image, distance = (a[~is_self] for a in (center, neighbor, image, distance))
+    # pymatgen's compiled search, called directly: Structure.get_neighbor_list
+    # adds per-site Python work that costs as much as the search on small cells
+    coords = np.ascontiguousarray(structure.cart_coords, dtype=float)
+    center, neighbor, image, distance = find_points_in_spheres(
+        coords,
+        coords,
+        r=cutoff,
+        pbc=np.ascontiguousarray(structure.pbc, dtype=np.int64),
+        lattice=np.ascontiguousarray(structure.lattice.matrix, dtype=float),
+        tol=1e-8,
+    )
+    not_self = (center != neighbor) | image.any(axis=1)
+    center, neighbor, image, distance = (a[not_self] for a in (center, neighbor, image, distance))
     if len(distance) and distance.min() < MIN_INTERATOMIC_DISTANCE:
         k = int(np.argmin(distance))
         raise StructureError(
@@ -68,21 +86,23 @@ def _radius_for(max_neighbors: int, structure: Structure) -> float:
     return 1.3 * (3 * (max_neighbors + 1) * volume_per_atom / (4 * np.pi)) ** (1 / 3)
 
 
-def _neighbor_order(center, neighbor, image, distance, site_key) -> np.ndarray:
+def _neighbor_order(center, neighbor, image, distance, site_key, radius: float) -> np.ndarray:
     """Sort pairs by centre, distance, ``site_key`` of the neighbour, its index, its image.
 
     ``site_key`` (the element) breaks distance ties before the site index
     does, so ties between different elements do not depend on site order.
     """
-    n_sites, n_keys = len(site_key), int(site_key.max(initial=0)) + 1
+    n_sites = len(site_key)
     rounded = np.round(distance / _DISTANCE_RESOLUTION).astype(np.int64)
-    low, span = image.min(initial=0), image.max(initial=0) - image.min(initial=0) + 1
-    n_distances = int(rounded.max(initial=0)) + 1
-    if n_sites * n_distances * n_keys * n_sites * span**3 < 2**62:
-        # one int64 key sorts ~5x faster than a multi-key lexsort
-        img = ((image - low) * np.array([span * span, span, 1])).sum(axis=1)
-        key = (center * n_distances + rounded) * n_keys + site_key[neighbor]
-        return np.argsort((key * n_sites + neighbor) * span**3 + img, kind="stable")
+    n_distances = int(radius / _DISTANCE_RESOLUTION) + 2
+    if (
+        n_sites * n_sites * n_distances < _MAX_SITES_SQUARED_TIMES_DISTANCES
+        and np.abs(image).max(initial=0) < _IMAGE_OFFSET
+    ):
+        # one int64 key sorts several times faster than a multi-key lexsort
+        img = ((image + _IMAGE_OFFSET) * _IMAGE_WEIGHTS).sum(axis=1)
+        key = (center * n_distances + rounded) * _N_SITE_KEYS + site_key[neighbor]
+        return np.argsort((key * n_sites + neighbor) * _IMAGE_CODES + img, kind="stable")
     return np.lexsort(
         (image[:, 2], image[:, 1], image[:, 0], neighbor, site_key[neighbor], rounded, center)
     )
@@ -129,7 +149,7 @@ def nearest_neighbor_edges(
             radius *= CUTOFF_GROWTH
     if site_key is None:
         site_key = np.zeros(n_sites, dtype=np.int64)
-    order = _neighbor_order(center, neighbor, image, distance, site_key)
+    order = _neighbor_order(center, neighbor, image, distance, site_key, radius)
     center = center[order]
     first_of_center = np.searchsorted(center, np.arange(n_sites))
     rank = np.arange(len(center)) - first_of_center[center]
@@ -141,23 +161,33 @@ def nearest_neighbor_edges(
     )
 
 
+def check_elements(graphs: list[CrystalGraph], atom_features: AtomFeatureTable, first: int) -> None:
+    """Raise for the first graph with an element the table has no row for.
+
+    Checked once per chunk of graphs, not per structure: it is on the hot path.
+    """
+    z = np.concatenate([g.atomic_numbers for g in graphs])
+    if not len(atom_features.missing(z)):
+        return
+    for i, graph in enumerate(graphs):
+        missing = atom_features.missing(graph.atomic_numbers)
+        if len(missing):
+            names = ", ".join(f"{Element.from_Z(int(m)).symbol} (Z={m})" for m in missing)
+            raise StructureError(
+                f"X[{first + i}] has {names}, which the atom feature table "
+                f"{atom_features.name!r} has no row for; pass atom_features with rows for them."
+            )
+
+
 def structure_to_graph(
     structure: Structure,
     *,
     cutoff: float,
     max_neighbors: int,
-    atom_features: AtomFeatureTable,
     index: int = 0,
 ) -> CrystalGraph:
     """Build the crystal graph of one structure; ``index`` names it in errors."""
     atomic_numbers, occupancy, species_atom = _species(structure)
-    missing = atom_features.missing(atomic_numbers)
-    if len(missing):
-        raise StructureError(
-            f"X[{index}] ({structure.composition.reduced_formula}) has element(s) with "
-            f"atomic number {', '.join(map(str, missing))} that the atom feature table "
-            f"{atom_features.name!r} has no row for; pass atom_features with rows for them."
-        )
     main_element = np.zeros(len(structure), dtype=np.int64)
     np.maximum.at(main_element, species_atom, atomic_numbers)
     edge_src, edge_dst, edge_length = nearest_neighbor_edges(

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .atom_features import AtomFeatureTable, resolve_atom_features
 from .graphs import CrystalGraphs
-from .neighbors import structure_to_graph
+from .neighbors import check_elements, structure_to_graph
 from .structures import as_sequence, to_structure
 
 _CHUNK = 256  # structures per joblib task: large enough to amortise pickling
@@ -22,11 +22,12 @@ _CHUNK = 256  # structures per joblib task: large enough to amortise pickling
 
 def _graphs_of(items, first_index, settings):
     table = resolve_atom_features(settings.pop("atom_features"))
-    return [
-        structure_to_graph(to_structure(item, first_index + i), atom_features=table,
-                           index=first_index + i, **settings)
+    graphs = [
+        structure_to_graph(to_structure(item, first_index + i), index=first_index + i, **settings)
         for i, item in enumerate(items)
-    ]  # fmt: skip
+    ]
+    check_elements(graphs, table, first_index)
+    return graphs
 
 
 class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
