@@ -22,7 +22,8 @@ class CGConv(nn.Module):
     on ``z``; it is applied by parts, ``z W = v_i W_1 + v_j W_2 + u_ij W_3``,
     so the two atom terms are computed once per atom instead of once per
     edge (a ``max_neighbors``-fold saving) while the parameters stay those of
-    the straightforward form.
+    the straightforward form. In evaluation mode the first BatchNorm, an
+    affine map then, is folded into that layer's weights.
 
     Parameters
     ----------
@@ -56,17 +57,29 @@ class CGConv(nn.Module):
         edge_index : Tensor of int64, shape (2, n_edges)
             Centre atom ``i`` (row 0) and neighbour atom ``j`` (row 1) of each edge.
         """
+        weight, bias = self._gate_weights()
         n = self.atom_fea_len
-        w_center, w_neighbor, w_edge = self.fc_full.weight.split([n, n, self.nbr_fea_len], dim=1)
+        w_center, w_neighbor, w_edge = weight.split([n, n, self.nbr_fea_len], dim=1)
         center, neighbor = edge_index
         atom_terms = atom_fea @ torch.cat([w_center, w_neighbor], dim=0).T
-        gated = torch.addmm(self.fc_full.bias, edge_fea, w_edge.T)
+        gated = torch.addmm(bias, edge_fea, w_edge.T)
         gated = gated + atom_terms[:, : 2 * n].index_select(0, center)
         gated = gated + atom_terms[:, 2 * n :].index_select(0, neighbor)
-        nbr_filter, nbr_core = self.bn1(gated).chunk(2, dim=1)
+        if self.training:
+            gated = self.bn1(gated)
+        nbr_filter, nbr_core = gated.chunk(2, dim=1)
         message = torch.sigmoid(nbr_filter) * nn.functional.softplus(nbr_core)
         summed = torch.zeros_like(atom_fea).index_add_(0, center, message)
         return nn.functional.softplus(atom_fea + self.bn2(summed))
+
+    def _gate_weights(self) -> tuple[Tensor, Tensor]:
+        """Weights of the gate layer; in evaluation, with ``bn1`` folded in (one pass less)."""
+        weight, bias = self.fc_full.weight, self.fc_full.bias
+        if self.training:
+            return weight, bias
+        bn = self.bn1
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return weight * scale[:, None], (bias - bn.running_mean) * scale + bn.bias
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.atom_fea_len}, nbr_fea_len={self.nbr_fea_len})"
