@@ -38,6 +38,9 @@ else
   echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PORT"
 fi
 
+# Create the tables and the study once: workers racing to create the schema collide.
+python -c "from skgnn.tuning import open_study; open_study('$STUDY', '$URL')"
+
 pids=()
 for i in $(seq "$WORKERS"); do
   OMP_NUM_THREADS=1 python -m benchmarks.tune_worker --storage "$URL" --study "$STUDY" \
