@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -188,12 +189,14 @@ def open_study(study_name: str, storage: str | None = DEFAULT_STORAGE, *, sample
     """
     rdb = None
     if storage is not None:
-        rdb = RDBStorage(
-            storage,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = RDBStorage(
+                storage,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            )
     return optuna.create_study(
         study_name=study_name,
         storage=rdb,
