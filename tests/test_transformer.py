@@ -182,3 +182,12 @@ def test_verbose_shows_a_progress_bar(cscl, capsys):
 def test_clone_keeps_parameters():
     transformer = CrystalGraphTransformer(cutoff=5.0, max_neighbors=8)
     assert clone(transformer).get_params() == transformer.get_params()
+
+
+def test_very_large_cell_gives_each_atom_the_unit_cell_neighbourhood(perovskite):
+    big = perovskite * (4, 4, 4)  # 320 atoms
+    small_graph, big_graph = CrystalGraphTransformer().fit_transform([perovskite, big])
+    assert big_graph.n_atoms == 320
+    assert np.bincount(big_graph.edge_src).tolist() == [12] * 320
+    small = sorted(np.round(small_graph.edge_length, 4).tolist())
+    assert sorted(np.round(big_graph.edge_length, 4).tolist()) == sorted(small * 64)
