@@ -1,6 +1,9 @@
-"""Exceptions of skgnn, each also an exception that sklearn users already catch."""
+"""Exceptions of skgnn.
 
-from sklearn.exceptions import NotFittedError
+Each also derives from the built-in exception callers already catch
+(``StructureError`` is a ``ValueError``); predicting before ``fit`` raises
+skorch's ``NotInitializedError``, a scikit-learn ``NotFittedError``.
+"""
 
 
 class SkgnnError(Exception):
@@ -12,7 +15,3 @@ class StructureError(SkgnnError, ValueError):
 
     The message names the item by its position in ``X``.
     """
-
-
-class NotFittedEstimatorError(SkgnnError, NotFittedError):
-    """A skgnn estimator was used before ``fit``."""
