@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -38,6 +39,7 @@ from .graphs import CrystalGraphs
 from .transformer import CrystalGraphTransformer
 
 DEFAULT_STORAGE = "sqlite:///skgnn-tuning.db"
+_SCHEMA_ATTEMPTS = 5
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -187,6 +189,20 @@ def open_study(study_name: str, storage: str | None = DEFAULT_STORAGE, *, sample
     A worker that dies leaves its trial RUNNING; the heartbeat marks it failed
     after ``grace_period`` seconds and its parameters are tried again once.
     """
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            return _create_study(study_name, storage, sampler_seed, pruner,
+                                 heartbeat_interval, grace_period)  # fmt: skip
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # workers starting together on a new database race to create its tables
+            # ("already exists", unique violations, a locked SQLite file);
+            # the loser finds them made on the next attempt
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _create_study(study_name, storage, sampler_seed, pruner, heartbeat_interval, grace_period):
     rdb = None
     if storage is not None:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5

@@ -136,3 +136,11 @@ def test_graph_cache_keys_on_transformer_parameters(problem):
     assert cache.graphs(CrystalGraphTransformer()) is first
     assert cache.graphs(CrystalGraphTransformer(max_neighbors=6)) is not first
     assert cache.hits == 1
+
+
+def test_workers_racing_to_create_a_new_study_all_succeed(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    code = f"from skgnn.tuning import open_study; open_study('race', {storage!r})"
+    workers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0, 0, 0]
+    assert optuna.load_study(study_name="race", storage=storage).study_name == "race"
