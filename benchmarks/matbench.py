@@ -9,7 +9,7 @@ and a rerun with the same settings skips them. Under ``benchmarks/results/<task>
 results.json (scores, timings, memory, out-of-fold predictions), results.md, parity_<model>.png,
 learning_curve.png (with --learning-curve) and, where the ``matbench`` package is installed
 (``pip install --no-deps matbench``) and no rows were subsampled,
-matbench_results_<model>.json.gz in Matbench's own format (one file per model, since a
+<model>.matbench-record.json.gz in Matbench's own format (one file per model, since a
 MatbenchBenchmark holds one algorithm; written once all five folds are done, as matbench
 refuses to load a task with folds missing).
 """
@@ -250,7 +250,7 @@ def record_matbench(results: dict, folder: Path, home: str) -> None:
         mb_task.load()
         for fold, record in sorted(model["folds"].items()):
             mb_task.record(int(fold), record["y_pred"], params={"model": name})
-        bench.to_file(str(folder / f"matbench_results_{name}.json.gz"))
+        bench.to_file(str(folder / f"{name}.matbench-record.json.gz"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
