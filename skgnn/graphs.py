@@ -123,14 +123,7 @@ class CrystalGraphs:
             edge_offsets=_offsets(np.array([len(g.edge_src) for g in graphs], dtype=np.int64)),
             **{
                 name: np.concatenate([getattr(g, name) for g in graphs])
-                for name in (
-                    "atomic_numbers",
-                    "occupancy",
-                    "species_atom",
-                    "edge_src",
-                    "edge_dst",
-                    "edge_length",
-                )
+                for name in cls._ARRAYS[3:]  # the per-atom, per-species and per-edge arrays
             },  # fmt: skip
             **settings,
         )
