@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
+
+from .gaussians import GaussianExpansion, GaussianWindow
 
 
 def _ragged_indices(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,25 +47,40 @@ class CrystalGraph:
 class GraphBatch:
     """A mini-batch of graphs joined into one disconnected graph, as the module reads it.
 
-    ``len(batch)`` is the number of graphs, which is what skorch counts.
+    Edges carry their lengths; the Gaussian edge features are computed from
+    them when read, as :attr:`edge_fea` (all Gaussians) or :attr:`edge_window`
+    (only those that are not negligible). ``len(batch)`` is the number of
+    graphs, which is what skorch counts.
     """
 
     atom_fea: torch.Tensor
-    edge_fea: torch.Tensor
+    edge_length: torch.Tensor
     edge_index: torch.Tensor
     graph_index: torch.Tensor
     n_graphs: int
+    expansion: GaussianExpansion
 
     def __len__(self) -> int:
         return self.n_graphs
 
+    @property
+    def edge_fea(self) -> torch.Tensor:
+        """Gaussian-expanded edge lengths, shape ``(n_edges, n_gaussians)``."""
+        return self.expansion.dense(self.edge_length)
+
+    @property
+    def edge_window(self) -> GaussianWindow:
+        """The same features, only the Gaussians that are not negligible."""
+        return self.expansion.window(self.edge_length)
+
     def to(self, device: str | torch.device) -> GraphBatch:
         return GraphBatch(
             self.atom_fea.to(device),
-            self.edge_fea.to(device),
+            self.edge_length.to(device),
             self.edge_index.to(device),
             self.graph_index.to(device),
             self.n_graphs,
+            self.expansion.to(device),
         )
 
 
@@ -168,6 +186,11 @@ class CrystalGraphs:
         """``(n_graphs,)``, so scikit-learn indexes the container like an array in CV splits."""
         return (len(self),)
 
+    @cached_property
+    def expansion(self) -> GaussianExpansion:
+        """The Gaussians that batches expand the edge lengths on."""
+        return GaussianExpansion(torch.from_numpy(self.gaussian_centers), self.gaussian_width)
+
     @property
     def n_atom_features(self) -> int:
         return self.atom_feature_values.shape[1]
@@ -260,17 +283,11 @@ class CrystalGraphs:
         edges, edge_counts = _ragged_indices(self.edge_offsets, rows)
         shift = np.repeat(first_atom, edge_counts)
         edge_index = np.stack([self.edge_src[edges] + shift, self.edge_dst[edges] + shift])
-        length = torch.from_numpy(self.edge_length[edges])
-        centers = torch.from_numpy(self.gaussian_centers)
-        exponent = -(((length[:, None] - centers) / self.gaussian_width) ** 2)
-        # exp of arguments below ~-87 underflows on a slow path (8x the time here); e^-80 is
-        # already 1e-35, zero for any purpose
-        edge_fea = torch.exp(exponent.clamp_(min=-80.0))
-
         return GraphBatch(
             atom_fea=atom_fea,
-            edge_fea=edge_fea,
+            edge_length=torch.from_numpy(self.edge_length[edges]),
             edge_index=torch.from_numpy(edge_index.astype(np.int64)),
             graph_index=torch.from_numpy(np.repeat(np.arange(len(rows)), n_atoms)),
             n_graphs=len(rows),
+            expansion=self.expansion,
         )

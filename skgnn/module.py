@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
+from .gaussians import GaussianWindow
 from .graphs import GraphBatch
 
 
@@ -23,7 +26,10 @@ class CGConv(nn.Module):
     so the two atom terms are computed once per atom instead of once per
     edge (a ``max_neighbors``-fold saving) while the parameters stay those of
     the straightforward form. In evaluation mode the first BatchNorm, an
-    affine map then, is folded into that layer's weights.
+    affine map then, is folded into that layer's weights. Given
+    :class:`EdgeRows`, each edge sums its two atom terms and the rows of
+    ``W_3`` for its few non-negligible Gaussians in one ``embedding_bag``
+    instead of a dense matmul over all Gaussians.
 
     Parameters
     ----------
@@ -47,13 +53,17 @@ class CGConv(nn.Module):
         self.bn1.reset_parameters()
         self.bn2.reset_parameters()
 
-    def forward(self, atom_fea: Tensor, edge_fea: Tensor, edge_index: Tensor) -> Tensor:
+    def forward(
+        self, atom_fea: Tensor, edge_fea: Tensor | EdgeRows, edge_index: Tensor
+    ) -> Tensor:
         """Update the atom vectors.
 
         Parameters
         ----------
         atom_fea : Tensor, shape (n_atoms, atom_fea_len)
-        edge_fea : Tensor, shape (n_edges, nbr_fea_len)
+        edge_fea : Tensor, shape (n_edges, nbr_fea_len), or EdgeRows
+            The edge vectors, dense or as the rows each edge sums (built by
+            :func:`edge_rows` from the non-negligible Gaussians).
         edge_index : Tensor of int64, shape (2, n_edges)
             Centre atom ``i`` (row 0) and neighbour atom ``j`` (row 1) of each edge.
         """
@@ -61,10 +71,18 @@ class CGConv(nn.Module):
         n = self.atom_fea_len
         w_center, w_neighbor, w_edge = weight.split([n, n, self.nbr_fea_len], dim=1)
         center, neighbor = edge_index
-        atom_terms = atom_fea @ torch.cat([w_center, w_neighbor], dim=0).T
-        gated = torch.addmm(bias, edge_fea, w_edge.T)
-        gated = gated + atom_terms[:, : 2 * n].index_select(0, center)
-        gated = gated + atom_terms[:, 2 * n :].index_select(0, neighbor)
+        # the bias rides on the centre atoms' term: added once per atom, not per edge
+        atom_bias = torch.cat([bias, bias.new_zeros(2 * n)])
+        atom_terms = torch.addmm(atom_bias, atom_fea, torch.cat([w_center, w_neighbor]).T)
+        center_terms, neighbor_terms = atom_terms.split(2 * n, dim=1)
+        if isinstance(edge_fea, EdgeRows):
+            table = torch.cat([center_terms, neighbor_terms, w_edge.T])
+            gated = nn.functional.embedding_bag(
+                edge_fea.index, table, per_sample_weights=edge_fea.weight, mode="sum"
+            )
+        else:
+            gated = torch.addmm(center_terms.index_select(0, center), edge_fea, w_edge.T)
+            gated += neighbor_terms.index_select(0, neighbor)
         if self.training:
             gated = self.bn1(gated)
         nbr_filter, nbr_core = gated.chunk(2, dim=1)
@@ -83,6 +101,30 @@ class CGConv(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.atom_fea_len}, nbr_fea_len={self.nbr_fea_len})"
+
+
+class EdgeRows(NamedTuple):
+    """Per edge, the rows of ``[centre terms; neighbour terms; W_3ᵀ]`` to sum, and their weights.
+
+    The first two rows are the edge's centre and neighbour atoms (weight 1),
+    the others its non-negligible Gaussians (weight: the Gaussian's value);
+    one ``embedding_bag`` then does the two gathers, the Gaussian sum and the
+    additions in a single pass over the edges. Built once per forward pass by
+    :func:`edge_rows`, shared by every convolution.
+    """
+
+    index: Tensor
+    weight: Tensor
+
+
+def edge_rows(window: GaussianWindow, edge_index: Tensor, n_atoms: int) -> EdgeRows:
+    """The :class:`EdgeRows` of a batch from its Gaussian window and edges."""
+    center, neighbor = edge_index
+    index = torch.cat(
+        [center[:, None], neighbor[:, None] + n_atoms, window.index + 2 * n_atoms], dim=1
+    )
+    weight = torch.cat([window.value.new_ones(len(center), 2), window.value], dim=1)
+    return EdgeRows(index, weight)
 
 
 def pool(atom_fea: Tensor, graph_index: Tensor, n_graphs: int, how: str) -> Tensor:
@@ -154,8 +196,14 @@ class CGCNN(nn.Module):
     def forward(self, batch: GraphBatch) -> Tensor:
         """Predict one row of ``n_out`` values per graph of ``batch``."""
         atom_fea = self.embedding(batch.atom_fea)
+        # the window's sum of rows runs ~1.5x faster than the dense matmul, but its backward
+        # is far slower, so it serves only when no gradient is recorded
+        if torch.is_grad_enabled():
+            edge_fea = batch.edge_fea
+        else:
+            edge_fea = edge_rows(batch.edge_window, batch.edge_index, len(atom_fea))
         for conv in self.convs:
-            atom_fea = conv(atom_fea, batch.edge_fea, batch.edge_index)
+            atom_fea = conv(atom_fea, edge_fea, batch.edge_index)
         crystal = pool(atom_fea, batch.graph_index, batch.n_graphs, self.pooling)
         crystal = nn.functional.softplus(crystal)
         for layer in self.hidden:

@@ -3,8 +3,9 @@ import torch
 from torch import nn
 
 from skgnn import CGCNN, CGConv
+from skgnn.gaussians import GaussianExpansion
 from skgnn.graphs import GraphBatch
-from skgnn.module import pool
+from skgnn.module import edge_rows, pool
 
 
 def straightforward_cgconv(conv: CGConv, atom_fea, edge_fea, edge_index):
@@ -71,14 +72,44 @@ def test_pooling(how, expected):
     assert pool(atom_fea, graph_index, 2, how).tolist() == expected
 
 
-def test_cgcnn_outputs_one_row_per_graph():
-    atom_fea, edge_fea, edge_index = random_graph(atom_len=92, edge_len=41)
-    batch = GraphBatch(
-        atom_fea.float(), edge_fea.float(), edge_index, torch.tensor([0, 0, 0, 1, 1, 2, 2]), 3
+def random_batch(n_edges=30, seed=0) -> GraphBatch:
+    atom_fea, _, edge_index = random_graph(n_edges=n_edges, atom_len=92, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    return GraphBatch(
+        atom_fea=atom_fea.float(),
+        edge_length=1.0 + 6.0 * torch.rand(n_edges, generator=generator),
+        edge_index=edge_index,
+        graph_index=torch.tensor([0, 0, 0, 1, 1, 2, 2]),
+        n_graphs=3,
+        expansion=GaussianExpansion(torch.arange(41) * 0.2, 0.2),
     )
+
+
+def test_cgcnn_outputs_one_row_per_graph():
     model = CGCNN(n_conv=2, n_h=2, n_out=4)
-    assert model(batch).shape == (3, 4)
+    assert model(random_batch()).shape == (3, 4)
     assert len(model.hidden) == 2 and len(model.convs) == 2
+
+
+def test_window_convolution_equals_the_concatenated_form():
+    conv = CGConv(8, 41).double().eval()
+    atom_fea, _, edge_index = random_graph(edge_len=41)
+    batch = random_batch()
+    window = batch.expansion.to(torch.float64).window(batch.edge_length.double())
+    fast = conv(atom_fea, edge_rows(window, edge_index, len(atom_fea)), edge_index)
+    reference = straightforward_cgconv(conv, atom_fea, batch.edge_fea.double(), edge_index)
+    torch.testing.assert_close(fast, reference, rtol=1e-7, atol=1e-7)
+
+
+def test_prediction_without_gradients_matches_the_dense_path():
+    torch.manual_seed(0)
+    model = CGCNN(n_conv=3).eval()
+    batch = random_batch(n_edges=200)
+    with torch.no_grad():
+        windowed = model(batch)
+    dense = model(batch)
+    assert dense.requires_grad and not windowed.requires_grad
+    torch.testing.assert_close(windowed, dense.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_pooling_is_refused():

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from skgnn.gaussians import GaussianExpansion
+
+
+@pytest.mark.parametrize("width", [0.1, 0.2, 0.5], ids=["narrow", "cgcnn", "wide"])
+def test_window_times_weights_equals_the_dense_product(width):
+    expansion = GaussianExpansion(torch.arange(41, dtype=torch.float64) * 0.2, width)
+    # lengths below the first centre and past the last one (a grown cutoff) included
+    length = torch.cat([torch.linspace(0.0, 12.0, 997, dtype=torch.float64), torch.tensor([8.1])])
+    weight = torch.randn(41, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    window = expansion.window(length)
+    windowed = torch.nn.functional.embedding_bag(
+        window.index, weight, per_sample_weights=window.value, mode="sum"
+    )
+    torch.testing.assert_close(windowed, expansion.dense(length) @ weight, rtol=0, atol=1e-8)
+
+
+def test_window_size_follows_the_width():
+    centers = torch.arange(41) * 0.2
+    assert GaussianExpansion(centers, 0.2).window_size == 11
+    assert GaussianExpansion(centers, 0.1).window_size == 7
+    assert GaussianExpansion(centers, 2.0).window_size == 41
+
+
+def test_uneven_centres_keep_every_gaussian():
+    centers = torch.tensor([0.0, 0.5, 0.7, 2.0, 4.0])
+    expansion = GaussianExpansion(centers, 0.2)
+    assert expansion.window_size == 5
+    window = expansion.window(torch.tensor([0.6, 3.0]))
+    torch.testing.assert_close(window.value, expansion.dense(torch.tensor([0.6, 3.0])))
