@@ -245,7 +245,10 @@ def render(results: dict) -> str:
         "",
         "Settings: matbench = n_conv 4, atom_fea_len 64, h_fea_len 32, batch 128; reference = "
         "n_conv 3, atom_fea_len 64, h_fea_len 128, batch 256. The FLOP count is that of the "
-        "matmuls (forward, and twice that for backward); element-wise work is not counted.",
+        "matmuls (forward, and twice that for backward); element-wise work is not counted. "
+        "skgnn predicts without recording gradients, so each edge sums its atom terms and its "
+        "few non-negligible Gaussians' weight rows in one `embedding_bag` "
+        "(`skgnn/module.py`); training uses the dense matmul, whose backward is faster.",
         "",
         "## Memory",
         "",

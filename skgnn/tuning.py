@@ -102,6 +102,21 @@ def suggest(trial: optuna.Trial, space: Mapping[str, BaseDistribution]) -> dict:
     return params
 
 
+def params_within(space: Mapping[str, BaseDistribution], estimator) -> dict:
+    """The estimator's current values of the parameters of ``space`` that ``space`` can draw."""
+    current = estimator.get_params()
+    within = {}
+    for name, dist in space.items():
+        value = current.get(name)
+        try:
+            drawable = dist._contains(dist.to_internal_repr(value))
+        except (TypeError, ValueError):  # e.g. a choice missing from a categorical
+            drawable = False
+        if drawable:
+            within[name] = value
+    return within
+
+
 class GraphCache:
     """Crystal graphs of one ``X``, kept per set of transformer parameters.
 
@@ -230,12 +245,15 @@ def finished_trials(study: optuna.Study) -> int:
 def tune(estimator, X, y, space: Mapping[str, BaseDistribution], *, n_trials: int = 20,
          timeout: float | None = None, cv=5, scoring="neg_mean_absolute_error",
          study_name: str = "skgnn", storage: str | None = DEFAULT_STORAGE,
-         graph_cache: GraphCache | None = None, **study_options) -> optuna.Study:  # fmt: skip
+         graph_cache: GraphCache | None = None, start_from_estimator: bool = True,
+         **study_options) -> optuna.Study:  # fmt: skip
     """Tune ``estimator`` over ``space`` by cross-validation until the study holds ``n_trials``.
 
     ``n_trials`` counts the finished (complete or pruned) trials of the whole
     study: a resumed run, or several workers on one storage, stop together
-    once the study holds that many.
+    once the study holds that many. The first trial evaluates the estimator's
+    own settings (those ``space`` can draw), so the search starts from them
+    and the best trial is never one the untuned estimator beats in the same CV.
 
     Parameters
     ----------
@@ -255,6 +273,8 @@ def tune(estimator, X, y, space: Mapping[str, BaseDistribution], *, n_trials: in
         Any Optuna RDB URL; ``None`` keeps the study in memory.
     graph_cache : GraphCache or None
         Share one between calls on the same ``X`` to reuse graphs across studies.
+    start_from_estimator : bool, default=True
+        Queue the estimator's own parameter values as the first trial.
     **study_options
         Passed to :func:`open_study` (``sampler_seed``, ``pruner``, ``heartbeat_interval``...).
 
@@ -263,6 +283,9 @@ def tune(estimator, X, y, space: Mapping[str, BaseDistribution], *, n_trials: in
     optuna.Study
     """
     study = open_study(study_name, storage, **study_options)
+    if start_from_estimator:
+        # skip_if_exists: a resumed run, or a second worker, does not queue it again
+        study.enqueue_trial(params_within(space, estimator), skip_if_exists=True)
     objective = CVObjective(estimator, X, y, space, cv=cv, scoring=scoring, graph_cache=graph_cache)
     remaining = n_trials - finished_trials(study)
     if remaining > 0:

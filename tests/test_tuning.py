@@ -12,7 +12,15 @@ from sklearn.base import clone
 
 from skgnn import CrystalGraphTransformer
 from skgnn.baselines import make_rf_scm_magpie
-from skgnn.tuning import GraphCache, cgcnn_space, compare, finished_trials, suggest, tune
+from skgnn.tuning import (
+    GraphCache,
+    cgcnn_space,
+    compare,
+    finished_trials,
+    params_within,
+    suggest,
+    tune,
+)
 
 from .tuning_worker import tiny_problem
 
@@ -145,3 +153,34 @@ def test_workers_racing_to_create_a_new_study_all_succeed(tmp_path):
     workers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
     assert [w.wait(timeout=120) for w in workers] == [0, 0, 0, 0]
     assert optuna.load_study(study_name="race", storage=storage).study_name == "race"
+
+
+def test_first_trial_is_the_estimators_own_settings():
+    estimator = make_rf_scm_magpie(n_estimators=10, random_state=0).set_params(
+        model__max_features=0.3, model__min_samples_leaf=2
+    )
+    space = {
+        "model__max_features": CategoricalDistribution([0.1, 0.3, 1.0]),
+        "model__min_samples_leaf": IntDistribution(1, 8),
+        "model__n_estimators": IntDistribution(100, 500, step=100),  # 10 cannot be drawn
+    }
+    assert params_within(space, estimator) == {
+        "model__max_features": 0.3,
+        "model__min_samples_leaf": 2,
+    }
+    study = optuna.create_study()
+    study.enqueue_trial(params_within(space, estimator), skip_if_exists=True)
+    first = study.ask()
+    params = suggest(first, space)
+    assert params["model__max_features"] == 0.3 and params["model__min_samples_leaf"] == 2
+
+
+def test_tune_queues_the_estimator_once_across_resumes(problem, tmp_path):
+    pipe, X, y, space = problem
+    storage = f"sqlite:///{tmp_path / 'start.db'}"
+    own = params_within(space, pipe)
+    assert own, "the tiny pipeline's settings should lie in its space"
+    tune(pipe, X, y, space, n_trials=1, cv=2, storage=storage, study_name="start")
+    study = tune(pipe, X, y, space, n_trials=2, cv=2, storage=storage, study_name="start")
+    starts = [t for t in study.trials if all(t.params.get(k) == v for k, v in own.items())]
+    assert study.trials[0] in starts and len(starts) == 1
