@@ -53,7 +53,7 @@ class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
         *,
         criterion=torch.nn.CrossEntropyLoss,
         classes=None,
-        validation_fraction: float | None = 0.1,
+        validation_fraction: float | None = None,
         patience: int = 20,
         random_state: int | None = None,
         **kwargs,

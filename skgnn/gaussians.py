@@ -66,7 +66,7 @@ class GaussianExpansion:
 
     @cached_property
     def window_size(self) -> int:
-        """Gaussians per window: those within ``TAIL_WIDTHS`` widths of the nearest centre's range."""
+        """Gaussians per window: enough to reach ``TAIL_WIDTHS`` widths beyond any length."""
         n = len(self.centers)
         if n < 2:
             return n

@@ -53,9 +53,7 @@ class CGConv(nn.Module):
         self.bn1.reset_parameters()
         self.bn2.reset_parameters()
 
-    def forward(
-        self, atom_fea: Tensor, edge_fea: Tensor | EdgeRows, edge_index: Tensor
-    ) -> Tensor:
+    def forward(self, atom_fea: Tensor, edge_fea: Tensor | EdgeRows, edge_index: Tensor) -> Tensor:
         """Update the atom vectors.
 
         Parameters

@@ -73,7 +73,7 @@ class CGCNNRegressor(CrystalGraphNetMixin, NeuralNetRegressor):
         module=TRAINING_DEFAULTS["module"],
         *,
         criterion=torch.nn.SmoothL1Loss,
-        validation_fraction: float | None = 0.1,
+        validation_fraction: float | None = None,
         patience: int = 20,
         random_state: int | None = None,
         **kwargs,

@@ -26,7 +26,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sklearn.base import clone
@@ -37,6 +37,11 @@ from sklearn.utils import _safe_indexing
 
 from .graphs import CrystalGraphs
 from .transformer import CrystalGraphTransformer
+
+try:  # Optuna >= 4.9 renamed it
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryStaleTrial
+except ImportError:
+    from optuna.storages import RetryFailedTrialCallback as RetryStaleTrial
 
 DEFAULT_STORAGE = "sqlite:///skgnn-tuning.db"
 _SCHEMA_ATTEMPTS = 5
@@ -226,7 +231,7 @@ def _create_study(study_name, storage, sampler_seed, pruner, heartbeat_interval,
                 storage,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-                heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=1),
             )
     return optuna.create_study(
         study_name=study_name,

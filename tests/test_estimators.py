@@ -114,10 +114,10 @@ def test_pandas_series_input(jdft2d):
     assert pipe.predict(structures).shape == (len(y),)
 
 
-def test_early_stopping_can_be_turned_off(jdft2d_graphs):
+def test_early_stopping_on_a_held_out_share(jdft2d_graphs):
     graphs, y = jdft2d_graphs
-    with_valid = tiny_regressor(max_epochs=2).fit(graphs, y)
-    without = tiny_regressor(max_epochs=2, validation_fraction=None).fit(graphs, y)
+    with_valid = tiny_regressor(max_epochs=2, validation_fraction=0.1).fit(graphs, y)
+    without = tiny_regressor(max_epochs=2).fit(graphs, y)
     assert "early_stopping" in dict(with_valid.callbacks_)
     assert "early_stopping" not in dict(without.callbacks_)
     assert "valid_loss" in with_valid.history[-1] and "valid_loss" not in without.history[-1]
@@ -125,7 +125,7 @@ def test_early_stopping_can_be_turned_off(jdft2d_graphs):
 
 def test_default_constructible_with_sensible_defaults():
     model = CGCNNRegressor()
-    assert model.max_epochs >= 50 and model.validation_fraction == 0.1
+    assert model.max_epochs >= 50 and model.validation_fraction is None
     assert CGCNNClassifier().get_params()["criterion"].__name__ == "CrossEntropyLoss"
 
 
@@ -167,14 +167,16 @@ def test_classifier_pipeline_gives_probabilities(jdft2d, labels):
     classes = labels[np.digitize(y, np.quantile(y, np.linspace(0, 1, len(labels) + 1)[1:-1]))]
     pipe = make_pipeline(
         CrystalGraphTransformer(),
-        CGCNNClassifier(max_epochs=2, module__atom_fea_len=16, random_state=0),
-    ).fit(structures, classes)
+        CGCNNClassifier(max_epochs=2, module__atom_fea_len=16, validation_fraction=0.25,
+                        random_state=0),
+    ).fit(structures, classes)  # fmt: skip
     proba = pipe.predict_proba(structures)
     assert proba.shape == (len(y), len(labels))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
     assert set(pipe.predict(structures)) <= set(labels)
     assert list(pipe[-1].classes_) == sorted(labels)
     assert 0.0 <= pipe.score(structures, classes) <= 1.0
+    assert 0.0 <= pipe[-1].history[-1, "valid_acc"] <= 1.0
 
 
 def test_classifier_refuses_a_single_class(jdft2d_graphs):
