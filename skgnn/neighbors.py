@@ -9,6 +9,7 @@ from pymatgen.optimization.neighbors import find_points_in_spheres
 from .atom_features import AtomFeatureTable
 from .exceptions import StructureError
 from .graphs import CrystalGraph
+from .structures import cell_volume
 
 #: Sites closer than this (Å) are taken for a duplicated or overlapping atom.
 MIN_INTERATOMIC_DISTANCE = 0.5
@@ -23,6 +24,7 @@ _IMAGE_WEIGHTS = np.array([64 * 64, 64, 1])
 _IMAGE_CODES = 64**3
 _MAX_SITES_SQUARED_TIMES_DISTANCES = 2**62 // (_N_SITE_KEYS * _IMAGE_CODES)
 
+_SELF_DISTANCE = 1e-8  # Å
 _RADIUS_MARGIN = 1e-3  # Å; neighbours this close to a trial radius may have twins just outside
 
 # Distances are compared on this grid (Å) before ordering, so that float noise
@@ -62,8 +64,18 @@ def _neighbor_list(structure: Structure, cutoff: float, index: int):
         lattice=np.ascontiguousarray(structure.lattice.matrix, dtype=float),
         tol=1e-8,
     )
-    not_self = (center != neighbor) | image.any(axis=1)
-    center, neighbor, image, distance = (a[not_self] for a in (center, neighbor, image, distance))
+    # the search returns each site with itself at distance 0; any other pair that close is
+    # an overlap, caught below, so one comparison tells self pairs apart
+    is_pair = distance > _SELF_DISTANCE
+    if len(distance) - np.count_nonzero(is_pair) > len(coords):
+        overlapping = (distance <= _SELF_DISTANCE) & ((center != neighbor) | image.any(axis=1))
+        is_pair |= overlapping
+    center, neighbor, image, distance = (
+        center[is_pair],
+        neighbor[is_pair],
+        image[is_pair],
+        distance[is_pair],
+    )
     if len(distance) and distance.min() < MIN_INTERATOMIC_DISTANCE:
         k = int(np.argmin(distance))
         raise StructureError(
@@ -82,7 +94,7 @@ def _radius_for(max_neighbors: int, structure: Structure) -> float:
     ``max_neighbors + 1`` atoms at the cell's mean density (with a margin)
     makes the search and the sort several times cheaper.
     """
-    volume_per_atom = abs(np.linalg.det(structure.lattice.matrix)) / len(structure)
+    volume_per_atom = cell_volume(structure) / len(structure)
     return 1.3 * (3 * (max_neighbors + 1) * volume_per_atom / (4 * np.pi)) ** (1 / 3)
 
 
@@ -152,10 +164,10 @@ def nearest_neighbor_edges(
     order = _neighbor_order(center, neighbor, image, distance, site_key, radius)
     center = center[order]
     first_of_center = np.searchsorted(center, np.arange(n_sites))
-    rank = np.arange(len(center)) - first_of_center[center]
-    keep = order[rank < max_neighbors]
+    kept = np.arange(len(center)) - first_of_center[center] < max_neighbors
+    keep = order[kept]
     return (
-        center[rank < max_neighbors].astype(np.int32),
+        center[kept].astype(np.int32),
         neighbor[keep].astype(np.int32),
         distance[keep].astype(np.float32),
     )
@@ -188,8 +200,11 @@ def structure_to_graph(
 ) -> CrystalGraph:
     """Build the crystal graph of one structure; ``index`` names it in errors."""
     atomic_numbers, occupancy, species_atom = _species(structure)
-    main_element = np.zeros(len(structure), dtype=np.int64)
-    np.maximum.at(main_element, species_atom, atomic_numbers)
+    if len(atomic_numbers) == len(structure):  # ordered: one element a site
+        main_element = atomic_numbers.astype(np.int64)
+    else:
+        main_element = np.zeros(len(structure), dtype=np.int64)
+        np.maximum.at(main_element, species_atom, atomic_numbers)
     edge_src, edge_dst, edge_length = nearest_neighbor_edges(
         structure, cutoff, max_neighbors, index, site_key=main_element
     )

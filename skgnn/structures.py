@@ -55,6 +55,17 @@ def _from_cif_text(text: str) -> Structure:
     return structures[0]
 
 
+def cell_volume(structure: Structure) -> float:
+    """Volume of the cell in Å³ (the triple product in plain floats: on the hot path,
+    ``np.linalg.det`` costs more than the rest of a small cell's graph bookkeeping)."""
+    (a, b, c) = structure.lattice.matrix.tolist()
+    return abs(
+        a[0] * (b[1] * c[2] - b[2] * c[1])
+        - a[1] * (b[0] * c[2] - b[2] * c[0])
+        + a[2] * (b[0] * c[1] - b[1] * c[0])
+    )
+
+
 def to_structure(item, index: int) -> Structure:
     """Read one item of ``X``; ``index`` is its position, used in error messages."""
     if isinstance(item, Structure):
@@ -78,7 +89,7 @@ def to_structure(item, index: int) -> Structure:
         raise StructureError(f"X[{index}] is a {type(item).__name__}; expected {ACCEPTED}.")
     if len(structure) == 0:
         raise StructureError(f"X[{index}] is a structure with no sites.")
-    if abs(np.linalg.det(structure.lattice.matrix)) < 1e-6:
+    if cell_volume(structure) < 1e-6:
         raise StructureError(f"X[{index}] has a degenerate lattice (volume ≈ 0).")
     return structure
 

@@ -136,6 +136,10 @@ def test_disordered_site_gets_occupancy_weighted_features():
             r"X\[1\] has sites 0 and 1 only 0.040 Å apart",
         ),
         (
+            Structure(Lattice.cubic(4), ["Na", "Cl", "Na"], [[0, 0, 0], [0.5] * 3, [0, 0, 0]]),
+            r"X\[1\] has sites 0 and 2 only 0.000 Å apart",
+        ),
+        (
             Structure(Lattice.cubic(4), ["Og"], [[0, 0, 0]]),
             r"X\[1\] has Og \(Z=118\), which the atom",
         ),
@@ -146,6 +150,7 @@ def test_disordered_site_gets_occupancy_weighted_features():
         "bad-cif-text",
         "molecule",
         "overlap",
+        "same-position",
         "unknown-element",
     ],
 )
