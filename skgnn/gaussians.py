@@ -79,4 +79,5 @@ class GaussianExpansion:
         return min(n, 2 * half + 1)
 
     def to(self, device: str | torch.device) -> GaussianExpansion:
-        return GaussianExpansion(self.centers.to(device), self.width)
+        centers = self.centers.to(device)
+        return self if centers is self.centers else GaussianExpansion(centers, self.width)
