@@ -131,6 +131,8 @@ def render(results: dict) -> str:
         lines_.append(
             f"| {row} | {np.mean(maes):.3f} ± {np.std(maes):.3f} | {trials} | {saved} | {seconds} |"
         )
+    if "note" in results:
+        lines_ += ["", f"Note: {results['note']}"]
     lines_ += ["", f"| fold | {' | '.join(rows)} |", "|---|---|---|---|"]
     for fold, record in sorted(folds.items()):
         lines_.append(
@@ -150,7 +152,7 @@ def plot_history(results: dict, path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, name in zip(axes, ("tuned_cgcnn", "tuned_strong_tabular"), strict=True):
-        for fold, record in results["folds"].items():
+        for fold, record in sorted(results["folds"].items()):
             ax.plot(range(1, len(record[name]["history"]) + 1), record[name]["history"],
                     marker="o", label=f"fold {fold}")  # fmt: skip
         ax.set_title(name.replace("tuned_", ""))

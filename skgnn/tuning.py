@@ -10,6 +10,7 @@ before the split fits nothing on test rows.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import sqlalchemy.exc
+import torch
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -112,14 +114,36 @@ def params_within(space: Mapping[str, BaseDistribution], estimator) -> dict:
     current = estimator.get_params()
     within = {}
     for name, dist in space.items():
-        value = current.get(name)
+        value = current[name] if name in current else _signature_default(current, name)
         try:
-            drawable = dist._contains(dist.to_internal_repr(value))
+            drawable = value is not _UNSET and dist._contains(dist.to_internal_repr(value))
         except (TypeError, ValueError):  # e.g. a choice missing from a categorical
             drawable = False
         if drawable:
             within[name] = value
     return within
+
+
+_UNSET = object()
+
+
+def _signature_default(params: dict, name: str):
+    """Default of an argument skorch routes but does not list, e.g. ``net__module__n_conv``.
+
+    skorch's ``get_params`` shows ``module__*`` and ``optimizer__*`` arguments
+    only once set; until then they are the defaults of the module's or the
+    optimizer's signature.
+    """
+    owner, _, argument = name.rpartition("__")
+    target = params.get(owner)
+    if not (
+        isinstance(target, type) and issubclass(target, (torch.nn.Module, torch.optim.Optimizer))
+    ):
+        return _UNSET
+    parameter = inspect.signature(target).parameters.get(argument)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return _UNSET
+    return parameter.default
 
 
 class GraphCache:

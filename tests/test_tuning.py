@@ -184,3 +184,16 @@ def test_tune_queues_the_estimator_once_across_resumes(problem, tmp_path):
     study = tune(pipe, X, y, space, n_trials=2, cv=2, storage=storage, study_name="start")
     starts = [t for t in study.trials if all(t.params.get(k) == v for k, v in own.items())]
     assert study.trials[0] in starts and len(starts) == 1
+
+
+def test_cgcnn_defaults_are_read_from_the_module_and_optimizer():
+    from sklearn.pipeline import make_pipeline
+
+    from skgnn import CGCNNRegressor
+
+    pipe = make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(module__n_conv=4))
+    own = params_within(cgcnn_space(), pipe)
+    assert set(own) == set(cgcnn_space())  # every CGCNN default lies in the space
+    assert own["cgcnnregressor__module__n_conv"] == 4  # set: from get_params
+    assert own["cgcnnregressor__module__atom_fea_len"] == 64  # unset: the module's default
+    assert own["cgcnnregressor__optimizer__weight_decay"] == 0.01  # AdamW's default
