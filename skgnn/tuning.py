@@ -109,6 +109,9 @@ def suggest(trial: optuna.Trial, space: Mapping[str, BaseDistribution]) -> dict:
     return params
 
 
+_UNSET = object()
+
+
 def params_within(space: Mapping[str, BaseDistribution], estimator) -> dict:
     """The estimator's current values of the parameters of ``space`` that ``space`` can draw."""
     current = estimator.get_params()
@@ -122,9 +125,6 @@ def params_within(space: Mapping[str, BaseDistribution], estimator) -> dict:
         if drawable:
             within[name] = value
     return within
-
-
-_UNSET = object()
 
 
 def _signature_default(params: dict, name: str):
@@ -282,7 +282,7 @@ def tune(estimator, X, y, space: Mapping[str, BaseDistribution], *, n_trials: in
     study: a resumed run, or several workers on one storage, stop together
     once the study holds that many. The first trial evaluates the estimator's
     own settings (those ``space`` can draw), so the search starts from them
-    and the best trial is never one the untuned estimator beats in the same CV.
+    and the defaults compete in the same CV as every other trial.
 
     Parameters
     ----------
