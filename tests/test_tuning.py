@@ -9,8 +9,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from optuna_integration.sklearn import OptunaSearchCV
 from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
 
-from skgnn import CrystalGraphTransformer
+from skgnn import CGCNNRegressor, CrystalGraphTransformer
 from skgnn.baselines import make_rf_scm_magpie
 from skgnn.tuning import (
     GraphCache,
@@ -187,10 +188,6 @@ def test_tune_queues_the_estimator_once_across_resumes(problem, tmp_path):
 
 
 def test_cgcnn_defaults_are_read_from_the_module_and_optimizer():
-    from sklearn.pipeline import make_pipeline
-
-    from skgnn import CGCNNRegressor
-
     pipe = make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(module__n_conv=4))
     own = params_within(cgcnn_space(), pipe)
     assert set(own) == set(cgcnn_space())  # every CGCNN default lies in the space
