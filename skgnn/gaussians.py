@@ -45,38 +45,43 @@ class GaussianExpansion:
 
     def dense(self, length: Tensor) -> Tensor:
         """All Gaussians at each length, shape ``(n_edges, n_gaussians)``."""
-        exponent = -(((length[:, None] - self.centers) / self.width) ** 2)
-        # exp of arguments below ~-87 underflows on a slow path (8x the time here); e^-80 is
-        # already 1e-35, zero for any purpose
-        return torch.exp(exponent.clamp_(min=-80.0))
+        return self._evaluate(length[:, None] - self.centers)
 
     def window(self, length: Tensor) -> GaussianWindow:
         """The ``K`` Gaussians nearest each length, where all others are negligible."""
-        n = len(self.centers)
-        size = self.window_size
+        n, size = len(self.centers), self.window_size
         if size == n:
             first = torch.zeros(len(length), dtype=torch.int64, device=length.device)
         else:
-            step = float(self.centers[1] - self.centers[0])
-            nearest = torch.round((length - self.centers[0]) / step).to(torch.int64)
+            nearest = torch.round((length - self.centers[0]) / self._spacing).to(torch.int64)
             first = (nearest - size // 2).clamp_(0, n - size)
         index = first[:, None] + torch.arange(size, device=length.device)
-        value = torch.exp(-(((length[:, None] - self.centers[index]) / self.width) ** 2))
-        return GaussianWindow(index, value)
+        return GaussianWindow(index, self._evaluate(length[:, None] - self.centers[index]))
+
+    def _evaluate(self, offset: Tensor) -> Tensor:
+        exponent = -((offset / self.width) ** 2)
+        # exp of arguments below ~-87 underflows on a slow path (8x the time here); e^-80 is
+        # already 1e-35, zero for any purpose. Lengths past the last centre (a grown cutoff)
+        # reach it in a window too.
+        return torch.exp(exponent.clamp_(min=-80.0))
+
+    @cached_property
+    def _spacing(self) -> float | None:
+        """The step between centres, or ``None`` when they are not evenly spaced."""
+        if len(self.centers) < 2:
+            return None
+        step = float(self.centers[1] - self.centers[0])
+        evenly_spaced = bool(((self.centers.diff() - step).abs() <= 1e-4 * step).all())
+        return step if evenly_spaced else None
 
     @cached_property
     def window_size(self) -> int:
         """Gaussians per window: enough to reach ``TAIL_WIDTHS`` widths beyond any length."""
-        n = len(self.centers)
-        if n < 2:
-            return n
-        step = float(self.centers[1] - self.centers[0])
-        evenly_spaced = bool(((self.centers.diff() - step).abs() <= 1e-4 * step).all())
-        if not evenly_spaced:
-            return n
+        if self._spacing is None:
+            return len(self.centers)
         # the nearest centre is within step / 2 of the length, so half a step more on each side
-        half = math.ceil(TAIL_WIDTHS * self.width / step + 0.5)
-        return min(n, 2 * half + 1)
+        half = math.ceil(TAIL_WIDTHS * self.width / self._spacing + 0.5)
+        return min(len(self.centers), 2 * half + 1)
 
     def to(self, device: str | torch.device) -> GaussianExpansion:
         centers = self.centers.to(device)
