@@ -47,6 +47,14 @@ def machine() -> dict:
     }
 
 
+def write_json(path: Path, payload: dict, indent: int = 2) -> None:
+    """Write then rename: an interrupted run never leaves half a file, and processes sharing
+    the folder (each its own temporary name) never write into one another's."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
+    tmp.replace(path)
+
+
 def write_results(folder: Path, name: str, payload: dict, markdown: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -37,7 +37,7 @@ from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
 from skgnn.leaderboard import LEADERBOARD_MAE, TARGETS, UNITS
 from skgnn.model_selection import MatbenchKFold
 
-from .common import RESULTS, data_home, machine
+from .common import RESULTS, data_home, machine, write_json
 
 LEADERBOARD_ROWS = ("CGCNN", "ALIGNN", "RF-SCM/Magpie", "Dummy")
 LC_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
@@ -341,9 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     def save() -> None:
         for model in results["models"].values():
             model["summary"] = summarize(model["folds"]) if model["folds"] else {}
-        tmp = path.with_suffix(".tmp")  # write then rename: an interrupt never leaves half a file
-        tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
-        tmp.replace(path)
+        write_json(path, results, indent=1)
         done = {k: v for k, v in results["models"].items() if v["folds"]}
         (folder / "results.md").write_text(render({**results, "models": done}))
 

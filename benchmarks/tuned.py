@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from skgnn.leaderboard import TARGETS, UNITS
 from skgnn.model_selection import MatbenchKFold
 from skgnn.tuning import GraphCache, cgcnn_space, strong_tabular_space, tune
 
-from .common import RESULTS, data_home, machine
+from .common import RESULTS, data_home, machine, write_json
 
 
 def lines(max_epochs: int) -> dict:
@@ -200,9 +199,7 @@ def save_fold(folder: Path, fold: int, record: dict, meta: dict) -> dict:
     results = json.loads(path.read_text()) if path.exists() else {"folds": {}}
     results.update(meta)
     results["folds"][str(fold)] = record
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_json(path, results)
     (folder / "results.md").write_text(render(results))
     plot_history(results, folder / "optimisation_history.png")
     return results
