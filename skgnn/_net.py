@@ -1,15 +1,22 @@
-"""What the CGCNN regressor and classifier share: graph input, seeding, defaults, callbacks."""
+"""What the CGCNN regressor and classifier share: input checks, the fit contract, seeding."""
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval, validate_parameter_constraints
 from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
+from skorch.exceptions import NotInitializedError
+from skorch.utils import get_map_location
 
+from .contract import CONTRACT_NAME, Contract, ContractModule
 from .dataset import CrystalGraphDataset, pass_batch_through
+from .exceptions import IncompatibleModelError
 from .graphs import CrystalGraphs, GraphBatch
 from .module import CGCNN
 
@@ -38,20 +45,19 @@ SHARED_PARAMETERS_DOC = """
         Initial learning rate, annealed to zero over ``max_epochs`` on a cosine.
     max_epochs : int, default=100
     batch_size : int, default=128
-    validation_fraction : float or None, default=None
+    validation_fraction : float in (0, 1) or None, default=None
         Share of the training data held out, at random, to stop early and keep
         the best epoch's weights. By default nothing is held out: the cosine
         schedule anneals the learning rate to zero over ``max_epochs`` and the
-        last epoch is kept. On small data the held-out rows cost more than
-        early stopping gains (matbench_jdft2d's folds, five seeds: 47.0 ± 1.0
-        meV/atom training on all rows, 49.6 ± 1.8 with 0.1 held out; see
+        last epoch is kept, which did better on small data (see
         ``benchmarks/results/seeds``). Ignored when ``train_split`` is given.
     patience : int, default=20
         Epochs without improvement of the validation loss before stopping,
         when a share is held out.
     random_state : int or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation
-        split, so that the same value gives the same predictions.
+        split, so that the same value gives the same predictions. The
+        caller's global torch random state is left as it was.
     device : str, default="cpu"
         ``"cuda"`` trains on a GPU.
     verbose : int, default=0
@@ -59,6 +65,23 @@ SHARED_PARAMETERS_DOC = """
     **kwargs
         Any other skorch ``NeuralNet`` parameter, e.g. ``train_split``,
         ``callbacks`` or ``iterator_train__num_workers``.
+"""
+
+SHARED_FIT_DOC = """
+        Every check of the input (graphs, targets, ``sample_weight``,
+        parameters) runs before any state changes, and a fit that raises for
+        any other reason restores the estimator as it was: a fitted model
+        stays fitted, with the same predictions.
+
+        Parameters
+        ----------
+        X : CrystalGraphs
+            Made by :class:`~skgnn.CrystalGraphTransformer`.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weights of the rows in the loss (a weighted mean).
+        **fit_params
+            Passed to skorch (and on to the module's ``forward``).
 """
 
 
@@ -86,20 +109,274 @@ def check_target_length(graphs: CrystalGraphs, y) -> np.ndarray:
     return y
 
 
+def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
+    """Return the weights as float32, or raise naming the first bad row."""
+    if sample_weight is None:
+        return None
+    weight = np.asarray(sample_weight, dtype=np.float64)
+    if weight.ndim == 0:
+        weight = np.full(n_samples, float(weight))
+    if weight.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight has shape {weight.shape}; expected ({n_samples},), one per row."
+        )
+    bad = np.flatnonzero(~np.isfinite(weight) | (weight < 0))
+    if len(bad):
+        raise ValueError(
+            f"sample_weight[{bad[0]}] is {weight[bad[0]]}; weights must be finite and >= 0."
+        )
+    if not weight.sum() > 0:
+        raise ValueError("sample_weight sums to zero; at least one row must weigh.")
+    return weight.astype(np.float32)
+
+
 class CrystalGraphNetMixin:
-    """skorch hooks for crystal graph input; mixed in left of a skorch net."""
+    """skorch hooks for crystal graph input and the fit contract; mixed in left of a skorch net.
+
+    Subclasses say how targets are learned and encoded (:meth:`_check_targets`,
+    :meth:`_fit_targets`, :meth:`_encode_targets`); everything else, and the
+    order in which it happens, lives here: all checks, then one preparation
+    of the targets, then skorch's training loop on a ready dataset.
+    """
+
+    _parameter_constraints: dict = {
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both"), None],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="left")],
+    }
 
     def _init_shared(self, validation_fraction, patience, random_state) -> None:
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
 
+    # ---- fitting ------------------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        (
+            """Train on crystal graphs ``X`` and targets ``y`` from scratch (or on, with warm_start).
+        """
+            + SHARED_FIT_DOC
+            + """
+        Returns
+        -------
+        self
+        """
+        )
+        graphs, y, sample_weight = self._check_fit_input(X, y, sample_weight)
+        keep = self.warm_start and self._contract is not None
+        return self._fit(graphs, y, sample_weight, None, keep, "fit", fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, sample_weight=None, **fit_params):
+        """Train for ``max_epochs`` more epochs without re-initialising.
+
+        The first call on an unfitted estimator fits the target encoding
+        (``classes``, if given, lists every label); later calls keep the
+        network, the graph settings and the target encoding, and refuse
+        graphs built otherwise and labels outside the known classes.
+
+        Returns
+        -------
+        self
+        """
+        graphs, y, sample_weight = self._check_fit_input(X, y, sample_weight)
+        keep = self._contract is not None
+        return self._fit(graphs, y, sample_weight, classes, keep, "partial_fit", fit_params)
+
+    def _fit(self, graphs, y, sample_weight, classes, keep: bool, routing: str, fit_params):
+        """Check against the contract kept (or make a new one), then train; all or nothing."""
+        if keep:
+            contract = self._contract
+            contract.graph_settings.check(graphs, type(self).__name__)
+            self._check_known_targets(contract, y)
+        else:
+            contract = self._new_contract(graphs, y, classes)
+        with self._restored_on_error(), self._seeded():
+            if not keep:
+                self._pending_contract = contract
+                self.initialize()
+            self._train(graphs, y, sample_weight, routing, fit_params)
+        return self
+
+    def _check_fit_input(self, X, y, sample_weight):
+        name = type(self).__name__
+        validate_parameter_constraints(
+            self._parameter_constraints, self.get_params(deep=False), caller_name=name
+        )
+        module_constraints = getattr(self.module, "_parameter_constraints", {})
+        validate_parameter_constraints(
+            {f"module__{k}": v for k, v in module_constraints.items()},
+            self._prefixed_params_for("module"),
+            caller_name=name,
+        )
+        graphs = check_graphs(X, name)
+        y = self._check_targets(graphs, y)
+        return graphs, y, check_sample_weight(sample_weight, len(graphs))
+
+    def _prefixed_params_for(self, prefix: str) -> dict:
+        """``get_params_for(prefix)`` with the prefix kept in the keys, as messages name them."""
+        return {f"{prefix}__{k}": v for k, v in self.get_params_for(prefix).items()}
+
+    def _new_contract(self, graphs: CrystalGraphs, y: np.ndarray, classes) -> Contract:
+        return Contract(
+            estimator=type(self).__name__,
+            graph_settings=graphs.settings,
+            **self._fit_targets(y, classes),
+        )
+
+    def _train(self, graphs, y, sample_weight, routing: str, fit_params: dict) -> None:
+        """skorch's ``partial_fit`` body, on a dataset whose targets are already encoded."""
+        encoded = self._encode_targets(self._contract, y)
+        dataset = CrystalGraphDataset(
+            graphs,
+            torch.as_tensor(encoded, dtype=self._target_dtype),
+            None if sample_weight is None else torch.from_numpy(sample_weight),
+        )
+        self.notify("on_train_begin", X=dataset, y=encoded)
+        try:
+            self.fit_loop(dataset, encoded, _routing_method=routing, **fit_params)
+        except KeyboardInterrupt:  # skorch's convention: stop, keep what was learned
+            pass
+        self.notify("on_train_end", X=dataset, y=encoded)
+
+    def check_data(self, X, y=None):
+        """Graphs and targets are checked, and targets encoded, before skorch sees them."""
+
+    @contextmanager
+    def _restored_on_error(self):
+        """Put the estimator back as it was if the block raises (not on Ctrl-C, as skorch)."""
+        saved_attributes = dict(self.__dict__)
+        saved_state = None
+        if self.initialized_:
+            saved_state = copy.deepcopy(
+                {name: self.__dict__.get(name) for name in
+                 ("module_", "optimizer_", "criterion_", "history_")}
+            )  # fmt: skip
+        try:
+            yield
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(saved_attributes)
+            if saved_state is not None:
+                self.__dict__.update(saved_state)
+            raise
+        finally:
+            self.__dict__.pop("_pending_contract", None)
+
+    @contextmanager
+    def _seeded(self):
+        if self.random_state is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            yield
+
+    # ---- the contract --------------------------------------------------------------------
+
+    def initialize_module(self):
+        contract = self.__dict__.pop("_pending_contract", None)
+        sizes = contract.module_sizes() if contract is not None else {}
+        module = self.initialized_instance(self.module, {**self.get_params_for("module"), **sizes})
+        module.add_module(CONTRACT_NAME, ContractModule(contract))
+        self.module_ = module
+        return self
+
+    @property
+    def _contract(self) -> Contract | None:
+        holder = getattr(self.__dict__.get("module_"), CONTRACT_NAME, None)
+        return getattr(holder, "contract", None)
+
+    @property
+    def contract_(self) -> Contract:
+        """What the network was trained with: graph settings and target encoding."""
+        contract = self._contract
+        if contract is None:
+            raise AttributeError(f"{type(self).__name__} is not fitted; it has no contract_.")
+        return contract
+
+    def load_params(self, f_params=None, **kwargs):
+        """Load weights saved by ``save_params``, with the contract they carry.
+
+        The estimator is rebuilt to the saved network's input and output
+        sizes, then takes its weights, graph settings and target encoding, so
+        it predicts as the saved one did. Weights saved by another kind of
+        estimator, or without a contract, raise
+        :class:`~skgnn.exceptions.IncompatibleModelError`.
+        """
+        if f_params is not None:
+            with self._restored_on_error():
+                self._load_module(f_params, kwargs.get("use_safetensors", False))
+        return super().load_params(f_params=None, **kwargs)
+
+    def _load_module(self, f_params, use_safetensors: bool) -> None:
+        if not self.initialized_:
+            self.initialize()
+        state = self._read_state_dict(f_params, use_safetensors)
+        prefix = f"{CONTRACT_NAME}."
+        holder = ContractModule()
+        holder.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=False
+        )
+        contract = holder.contract
+        name = type(self).__name__
+        if contract is None:
+            raise IncompatibleModelError(
+                f"{f_params!r} holds weights without skgnn's contract (graph settings and "
+                f"target scaling), so {name} cannot know their units: it was not saved from "
+                "a fitted skgnn estimator."
+            )
+        if contract.estimator != name:
+            raise IncompatibleModelError(
+                f"{f_params!r} holds the weights of a {contract.estimator}, not of a {name}."
+            )
+        self._pending_contract = contract
+        self.initialize_module()
+        try:
+            self.module_.load_state_dict(state)
+        except RuntimeError as exc:
+            raise IncompatibleModelError(
+                f"{f_params!r} does not fit this {name}'s network (different module "
+                f"parameters?): {exc}"
+            ) from exc
+        self.initialize_optimizer()  # it must hold the new module's parameters
+
+    def _read_state_dict(self, f_params, use_safetensors: bool) -> dict:
+        if use_safetensors:
+            from safetensors.torch import load, load_file
+
+            if hasattr(f_params, "read"):
+                return load(f_params.read())
+            return load_file(f_params, device=str(self.device))
+        load_kwargs = self.torch_load_kwargs or {"weights_only": True}
+        return torch.load(f_params, map_location=get_map_location(self.device), **load_kwargs)
+
+    # ---- prediction -----------------------------------------------------------------------
+
+    def _check_predict_input(self, X) -> CrystalGraphs | torch.utils.data.Dataset:
+        self.check_is_fitted()
+        if isinstance(X, torch.utils.data.Dataset):  # skorch's validation set, during fit
+            return X
+        contract = self._contract
+        if contract is None:
+            raise NotInitializedError(
+                f"{type(self).__name__} is initialized but not fitted; call fit, or "
+                "load_params with the weights of a fitted one."
+            )
+        graphs = check_graphs(X, type(self).__name__)
+        contract.graph_settings.check(graphs, type(self).__name__)
+        return graphs
+
+    # ---- skorch hooks ---------------------------------------------------------------------
+
     @property
     def _default_callbacks(self):
         callbacks = list(super()._default_callbacks)
         callbacks.append(
             ("lr_scheduler", LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR,
-                                         T_max=self.max_epochs))
+                                         T_max=max(self.max_epochs, 1)))
         )  # fmt: skip
         if self._has_validation():
             callbacks.append(
@@ -121,40 +398,32 @@ class CrystalGraphNetMixin:
         return split(self.get_dataset(X, y), y)
 
     def get_dataset(self, X, y=None) -> torch.utils.data.Dataset:
-        if isinstance(X, torch.utils.data.Dataset):  # skorch's internal validation subset
+        if isinstance(X, torch.utils.data.Dataset):
             return X
-        y = None if y is None else torch.as_tensor(np.asarray(y), dtype=self._target_dtype)
-        return CrystalGraphDataset(check_graphs(X, type(self).__name__), y)
+        if y is not None:
+            raise TypeError(
+                f"{type(self).__name__}.get_dataset takes graphs only; targets are encoded in fit."
+            )
+        return CrystalGraphDataset(check_graphs(X, type(self).__name__))
 
     def infer(self, x: GraphBatch, **fit_params) -> torch.Tensor:
         return self.module_(x.to(self.device), **fit_params)
 
-    def initialize_module(self):
-        params = {**self.get_params_for("module"), **getattr(self, "module_sizes_", {})}
-        self.module_ = self.initialized_instance(self.module, params)
-        return self
-
-    def _set_module_sizes(self, graphs: CrystalGraphs, n_out: int) -> None:
-        self.module_sizes_ = {
-            "orig_atom_fea_len": graphs.n_atom_features,
-            "nbr_fea_len": graphs.n_edge_features,
-            "n_out": n_out,
-        }
-
-    @contextmanager
-    def _seeded(self):
-        if self.random_state is None:
-            yield
-            return
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.random_state)
-            yield
-
-    def _check_predict_input(self, X) -> CrystalGraphs | torch.utils.data.Dataset:
-        self.check_is_fitted()
-        if isinstance(X, torch.utils.data.Dataset):  # skorch's internal validation subset
-            return X
-        return check_graphs(X, type(self).__name__)
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The criterion's loss, a weighted mean over the rows when ``sample_weight`` was given."""
+        weight = getattr(X, "sample_weight", None)
+        if weight is None:
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        y_true = y_true.to(y_pred.device)
+        reduction = self.criterion_.reduction
+        self.criterion_.reduction = "none"
+        try:
+            per_row = self.criterion_(y_pred, y_true)
+        finally:
+            self.criterion_.reduction = reduction
+        per_row = per_row.reshape(len(weight), -1).mean(dim=1)
+        weight = weight.to(per_row.device)
+        return (per_row * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring
@@ -11,9 +12,9 @@ from ._net import (
     SHARED_PARAMETERS_DOC,
     TRAINING_DEFAULTS,
     CrystalGraphNetMixin,
-    check_graphs,
     check_target_length,
 )
+from .contract import Contract
 
 
 def _accuracy_of_codes(net, X, y) -> float:
@@ -21,24 +22,44 @@ def _accuracy_of_codes(net, X, y) -> float:
     return float(np.mean(net.predict_proba(X).argmax(axis=1) == np.asarray(y)))
 
 
+def _sorted_labels(labels: np.ndarray, what: str) -> np.ndarray:
+    try:
+        return np.unique(labels)
+    except TypeError as exc:
+        raise ValueError(
+            f"{what} mix types that cannot be sorted ({exc}); use labels of one type."
+        ) from exc
+
+
+def _first_unknown(y: np.ndarray, classes: np.ndarray) -> int | None:
+    known = set(classes.tolist())
+    return next((i for i, label in enumerate(y.tolist()) if label not in known), None)
+
+
 class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
     __doc__ = (
         """CGCNN classifier on crystal graphs, a skorch ``NeuralNetClassifier``.
 
-    Binary and multiclass; labels may be of any sortable type. The network
-    outputs one logit per class and ``predict_proba`` their softmax.
+    Binary and multiclass; labels may be of any sortable type (strings,
+    integers, booleans). The network outputs one logit per class and
+    ``predict_proba`` their softmax, in the order of ``classes_``.
 
     Parameters
     ----------
     criterion : torch loss class, default=torch.nn.CrossEntropyLoss
     classes : array-like or None, default=None
-        All class labels; ``None`` takes those present in the training ``y``."""
+        All class labels, in any order; ``None`` takes those present in the
+        training ``y``. Needed when a first ``partial_fit`` does not see every
+        class."""
         + SHARED_PARAMETERS_DOC
         + """
     Attributes
     ----------
     classes_ : ndarray
-        Class labels, in the order of ``predict_proba``'s columns.
+        Sorted class labels, the order of ``predict_proba``'s columns.
+    contract_ : skgnn.contract.Contract
+        The graph settings the network was trained on and the classes,
+        carried in the ``state_dict`` of ``module_``.
     module_ : CGCNN
         The trained network.
     """
@@ -73,49 +94,47 @@ class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
             for name, callback in super()._default_callbacks
         ]
 
-    def _encode(self, graphs, y) -> tuple[np.ndarray, np.ndarray]:
+    def _check_targets(self, graphs, y) -> np.ndarray:
         y = check_target_length(graphs, y)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D class labels; got shape {y.shape}.")
-        classes = np.unique(y) if self.classes is None else np.asarray(self.classes)
-        if len(classes) < 2:
+        missing = np.flatnonzero(pd.isna(y))
+        if len(missing):
             raise ValueError(
-                f"y has a single class ({classes[0]!r}); a classifier needs at least two."
+                f"y[{missing[0]}] is {y[missing[0]]}, a missing label ({len(missing)} "
+                "row(s)); drop those rows or give them a class."
             )
-        codes = np.searchsorted(classes, y).clip(0, len(classes) - 1)
-        unknown = np.flatnonzero(classes[codes] != y)
-        if len(unknown):
-            raise ValueError(f"y[{unknown[0]}] = {y[unknown[0]]!r} is not one of {classes}.")
-        return classes, codes
+        return y
 
-    def check_data(self, X, y):
-        """Labels are checked and encoded in ``fit``; skorch's own check is not needed."""
-
-    def fit(self, X, y, **fit_params) -> CGCNNClassifier:
-        """Train on crystal graphs ``X`` and class labels ``y``.
-
-        Returns
-        -------
-        self : CGCNNClassifier
-        """
-        graphs = check_graphs(X, type(self).__name__)
-        classes, codes = self._encode(graphs, y)
-        if not (self.warm_start and self.initialized_):
-            self.classes_inferred_ = classes
-            self._set_module_sizes(graphs, n_out=len(classes))
-        with self._seeded():
-            return super().fit(graphs, codes, **fit_params)
-
-    def partial_fit(self, X, y=None, classes=None, **fit_params) -> CGCNNClassifier:
-        """Train for ``max_epochs`` more epochs without re-initialising."""
-        graphs = check_graphs(X, type(self).__name__)
-        if self.initialized_ and hasattr(self, "classes_inferred_"):
-            labels = np.asarray(y)
-            codes = np.searchsorted(self.classes_inferred_, labels)
+    def _fit_targets(self, y: np.ndarray, classes=None) -> dict:
+        given = self.classes if classes is None else classes
+        if given is None:
+            labels = _sorted_labels(y, "The labels in y")
         else:
-            self.classes_inferred_, codes = self._encode(graphs, y)
-            self._set_module_sizes(graphs, n_out=len(self.classes_inferred_))
-        return super().partial_fit(graphs, codes, **fit_params)
+            labels = _sorted_labels(np.asarray(given), "The classes given")
+            self._check_known_targets(labels, y)
+        if len(labels) < 2:
+            raise ValueError(
+                f"y has a single class ({labels[0]!r}); a classifier needs at least two."
+            )
+        return {"n_out": len(labels), "classes": labels}
+
+    def _check_known_targets(self, contract: Contract | np.ndarray, y: np.ndarray) -> None:
+        classes = contract.classes if isinstance(contract, Contract) else contract
+        row = _first_unknown(y, classes)
+        if row is not None:
+            raise ValueError(
+                f"y[{row}] = {y.tolist()[row]!r} is not one of the classes "
+                f"{classes.tolist()}; pass every label in `classes` (or to the first partial_fit)."
+            )
+
+    def _encode_targets(self, contract: Contract, y: np.ndarray) -> np.ndarray:
+        code = {label: i for i, label in enumerate(contract.classes.tolist())}
+        return np.fromiter((code[label] for label in y.tolist()), dtype=np.int64, count=len(y))
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.contract_.classes
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, one row per structure, columns in ``classes_`` order."""

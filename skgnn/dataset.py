@@ -21,11 +21,19 @@ class CrystalGraphDataset(torch.utils.data.Dataset):
     graphs : CrystalGraphs
     y : Tensor or None
         Targets, one row per graph; ``None`` at prediction time.
+    sample_weight : Tensor or None
+        Weight of each graph in the loss, handed on with its batch.
     """
 
-    def __init__(self, graphs: CrystalGraphs, y: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        graphs: CrystalGraphs,
+        y: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> None:
         self.graphs = graphs
         self.y = y
+        self.sample_weight = sample_weight
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -33,7 +41,10 @@ class CrystalGraphDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[GraphBatch, torch.Tensor]:
         rows = np.asarray(indices, dtype=np.int64)
         y = torch.zeros(len(rows)) if self.y is None else self.y[torch.from_numpy(rows)]
-        return self.graphs.batch(rows), y
+        batch = self.graphs.batch(rows)
+        if self.sample_weight is not None:
+            batch.sample_weight = self.sample_weight[torch.from_numpy(rows)]
+        return batch, y
 
     def __getitem__(self, index: int) -> tuple[GraphBatch, torch.Tensor]:
         return self.__getitems__([index])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .gaussians import GaussianExpansion, GaussianWindow
+from .settings import GraphSettings
 
 
 def _ragged_indices(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +60,7 @@ class GraphBatch:
     graph_index: torch.Tensor
     n_graphs: int
     expansion: GaussianExpansion
+    sample_weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.n_graphs
@@ -81,6 +83,7 @@ class GraphBatch:
             self.graph_index.to(device),
             self.n_graphs,
             self.expansion.to(device),
+            None if self.sample_weight is None else self.sample_weight.to(device),
         )
 
 
@@ -117,6 +120,8 @@ class CrystalGraphs:
         atom_feature_values: np.ndarray,
         gaussian_centers: np.ndarray,
         gaussian_width: float,
+        cutoff: float,
+        max_neighbors: int,
     ) -> None:
         self.atom_offsets = atom_offsets
         self.species_offsets = species_offsets
@@ -130,6 +135,8 @@ class CrystalGraphs:
         self.atom_feature_values = atom_feature_values
         self.gaussian_centers = gaussian_centers
         self.gaussian_width = gaussian_width
+        self.cutoff = cutoff
+        self.max_neighbors = max_neighbors
 
     @classmethod
     def from_graphs(cls, graphs: list[CrystalGraph], **settings) -> CrystalGraphs:
@@ -152,9 +159,10 @@ class CrystalGraphs:
         first = parts[0]
         for part in parts[1:]:
             if not first.same_settings(part):
+                differences = "; ".join(part.settings.differences(first.settings))
                 raise ValueError(
-                    "Cannot join CrystalGraphs built with different atom features or edge "
-                    "expansions; build them with the same CrystalGraphTransformer settings."
+                    f"Cannot join CrystalGraphs built with different settings ({differences}); "
+                    "build them with the same CrystalGraphTransformer settings."
                 )
         arrays = {}
         for name in ("atom", "species", "edge"):
@@ -169,14 +177,12 @@ class CrystalGraphs:
             "atom_feature_values": self.atom_feature_values,
             "gaussian_centers": self.gaussian_centers,
             "gaussian_width": self.gaussian_width,
+            "cutoff": self.cutoff,
+            "max_neighbors": self.max_neighbors,
         }
 
     def same_settings(self, other: CrystalGraphs) -> bool:
-        return (
-            self.gaussian_width == other.gaussian_width
-            and np.array_equal(self.gaussian_centers, other.gaussian_centers)
-            and np.array_equal(self.atom_feature_values, other.atom_feature_values)
-        )
+        return self.settings.same_as(other.settings)
 
     def __len__(self) -> int:
         return len(self.atom_offsets) - 1
@@ -190,6 +196,11 @@ class CrystalGraphs:
     def expansion(self) -> GaussianExpansion:
         """The Gaussians that batches expand the edge lengths on."""
         return GaussianExpansion(torch.from_numpy(self.gaussian_centers), self.gaussian_width)
+
+    @property
+    def settings(self) -> GraphSettings:
+        """What these graphs were built with (atom features, Gaussians, cutoff, neighbours)."""
+        return GraphSettings.of(self)
 
     @property
     def n_atom_features(self) -> int:

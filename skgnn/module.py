@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import NamedTuple
 
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from torch import Tensor, nn
 
 from .gaussians import GaussianWindow
@@ -82,11 +84,11 @@ class CGConv(nn.Module):
             gated = torch.addmm(center_terms.index_select(0, center), edge_fea, w_edge.T)
             gated += neighbor_terms.index_select(0, neighbor)
         if self.training:
-            gated = self.bn1(gated)
+            gated = batch_norm(self.bn1, gated)
         nbr_filter, nbr_core = gated.chunk(2, dim=1)
         message = torch.sigmoid(nbr_filter) * nn.functional.softplus(nbr_core)
         summed = torch.zeros_like(atom_fea).index_add_(0, center, message)
-        return nn.functional.softplus(atom_fea + self.bn2(summed))
+        return nn.functional.softplus(atom_fea + batch_norm(self.bn2, summed))
 
     def _gate_weights(self) -> tuple[Tensor, Tensor]:
         """Weights of the gate layer; in evaluation, with ``bn1`` folded in (one pass less)."""
@@ -99,6 +101,21 @@ class CGConv(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.atom_fea_len}, nbr_fea_len={self.nbr_fea_len})"
+
+
+def batch_norm(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
+    """``bn(x)``, normalising a single row with the running statistics.
+
+    A training batch may hold one atom in all (a one-atom cell left alone at
+    the end of an epoch): a variance of one row is undefined and ``bn`` would
+    raise, so that row is normalised as in evaluation and the statistics are
+    left untouched.
+    """
+    if not bn.training or len(x) > 1:
+        return bn(x)
+    return nn.functional.batch_norm(
+        x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps
+    )
 
 
 class EdgeRows(NamedTuple):
@@ -162,6 +179,18 @@ class CGCNN(nn.Module):
         Dropout before the output layer.
     """
 
+    _parameter_constraints: dict = {
+        "orig_atom_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "nbr_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "atom_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "n_conv": [Interval(Integral, 0, None, closed="left")],
+        "h_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "n_h": [Interval(Integral, 1, None, closed="left")],
+        "pooling": [StrOptions({"mean", "sum", "max"})],
+        "n_out": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+    }
+
     def __init__(
         self,
         orig_atom_fea_len: int = 92,
@@ -174,9 +203,13 @@ class CGCNN(nn.Module):
         n_out: int = 1,
         dropout: float = 0.0,
     ) -> None:
+        arguments = locals()
         super().__init__()
-        if pooling not in ("mean", "sum", "max"):
-            raise ValueError(f"pooling must be 'mean', 'sum' or 'max'; got {pooling!r}.")
+        validate_parameter_constraints(
+            self._parameter_constraints,
+            {name: arguments[name] for name in self._parameter_constraints},
+            caller_name=type(self).__name__,
+        )
         self.pooling = pooling
         self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
         self.convs = nn.ModuleList(CGConv(atom_fea_len, nbr_fea_len) for _ in range(n_conv))

@@ -174,6 +174,8 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
             atom_feature_values=table.values,
             gaussian_centers=centers,
             gaussian_width=float(width),
+            cutoff=float(self.cutoff),
+            max_neighbors=int(self.max_neighbors),
         )
 
     def set_output(self, *, transform=None) -> CrystalGraphTransformer:
