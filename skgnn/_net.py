@@ -143,7 +143,7 @@ class CrystalGraphNetMixin:
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both"), None],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="left")],
     }
 
@@ -376,7 +376,7 @@ class CrystalGraphNetMixin:
         callbacks = list(super()._default_callbacks)
         callbacks.append(
             ("lr_scheduler", LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR,
-                                         T_max=max(self.max_epochs, 1)))
+                                         T_max=self.max_epochs))
         )  # fmt: skip
         if self._has_validation():
             callbacks.append(
@@ -385,10 +385,12 @@ class CrystalGraphNetMixin:
         return callbacks
 
     def _has_validation(self) -> bool:
-        return bool(self.train_split) or bool(self.validation_fraction)
+        # read without truth-testing: get_params builds the callbacks before fit validates
+        fraction = self.validation_fraction
+        return self.train_split is not None or (isinstance(fraction, Real) and fraction > 0)
 
     def get_split_datasets(self, X, y=None, **fit_params):
-        if self.train_split or not self.validation_fraction:
+        if self.train_split is not None or not self._has_validation():
             return super().get_split_datasets(X, y, **fit_params)
         split = ValidSplit(
             self.validation_fraction,
