@@ -155,19 +155,19 @@ class CrystalGraphNetMixin:
     # ---- fitting ------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None, **fit_params):
-        (
-            """Train on crystal graphs ``X`` and targets ``y`` from scratch (or on, with warm_start).
-        """
-            + SHARED_FIT_DOC
-            + """
+        graphs, y, sample_weight = self._check_fit_input(X, y, sample_weight)
+        keep = self.warm_start and self._contract is not None
+        return self._fit(graphs, y, sample_weight, None, keep, "fit", fit_params)
+
+    fit.__doc__ = (
+        "Train on crystal graphs ``X`` and targets ``y``, from scratch (on, with warm_start).\n"
+        + SHARED_FIT_DOC
+        + """
         Returns
         -------
         self
         """
-        )
-        graphs, y, sample_weight = self._check_fit_input(X, y, sample_weight)
-        keep = self.warm_start and self._contract is not None
-        return self._fit(graphs, y, sample_weight, None, keep, "fit", fit_params)
+    )
 
     def partial_fit(self, X, y=None, classes=None, sample_weight=None, **fit_params):
         """Train for ``max_epochs`` more epochs without re-initialising.
