@@ -113,5 +113,5 @@ def test_prediction_without_gradients_matches_the_dense_path():
 
 
 def test_unknown_pooling_is_refused():
-    with pytest.raises(ValueError, match="pooling must be"):
+    with pytest.raises(ValueError, match="The 'pooling' parameter of CGCNN must be"):
         CGCNN(pooling="median")
