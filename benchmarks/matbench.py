@@ -34,10 +34,10 @@ from sklearn.pipeline import make_pipeline
 
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
 from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
-from skgnn.leaderboard import LEADERBOARD_MAE, TARGETS, UNITS
 from skgnn.model_selection import MatbenchKFold
 
 from .common import RESULTS, data_home, machine, write_json
+from .leaderboard import LEADERBOARD_MAE, TARGETS, UNITS
 
 LEADERBOARD_ROWS = ("CGCNN", "ALIGNN", "RF-SCM/Magpie", "Dummy")
 LC_FRACTIONS = (0.1, 0.25, 0.5, 1.0)

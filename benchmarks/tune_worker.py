@@ -19,10 +19,10 @@ from optuna.distributions import IntDistribution
 from sklearn.pipeline import make_pipeline
 
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
-from skgnn.leaderboard import TARGETS
 from skgnn.tuning import cgcnn_space, tune
 
 from .common import data_home
+from .leaderboard import TARGETS
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,11 +33,11 @@ from sklearn.pipeline import make_pipeline
 
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
 from skgnn.baselines import make_strong_tabular
-from skgnn.leaderboard import TARGETS, UNITS
 from skgnn.model_selection import MatbenchKFold
 from skgnn.tuning import GraphCache, cgcnn_space, strong_tabular_space, tune
 
 from .common import RESULTS, data_home, machine, write_json
+from .leaderboard import TARGETS, UNITS
 
 
 def lines(max_epochs: int) -> dict:

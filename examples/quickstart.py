@@ -25,8 +25,7 @@ from sklearn.pipeline import make_pipeline
 
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
 from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
-from skgnn.datasets import DATA_HOME
-from skgnn.leaderboard import LEADERBOARD_MAE, UNITS
+from skgnn.datasets import DATA_HOME, matbench_leaderboard
 from skgnn.model_selection import MatbenchKFold
 
 
@@ -62,10 +61,11 @@ def main() -> None:
         minutes = (time.perf_counter() - start) / 60
         rows.append((name, f"{scores.mean():.4f} ± {scores.std():.4f}", f"{minutes:.1f} min"))
         print(f"  {name}: fold MAEs {np.round(scores, 4).tolist()}")
-    for name, mae in LEADERBOARD_MAE.get(args.task, {}).items():
+    leaderboard = matbench_leaderboard().get(args.task, {})
+    for name, mae in leaderboard.get("mae", {}).items():
         rows.append((f"Matbench leaderboard: {name}", f"{mae:.4f}", ""))
 
-    unit = UNITS.get(args.task, "target units")
+    unit = leaderboard.get("unit", "target units")
     print(f"\n| model | MAE ({unit}), 5 official folds | time |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -5,8 +5,10 @@ Runs offline on the dataset skgnn ships (matbench_jdft2d):
     python examples/tune.py                      # 6 trials per line, ~10 min on 2 cores
     python examples/tune.py --n-trials 30        # a real budget; rerun to resume
 
-Both studies live in ``tune-example.db`` (SQLite): stop the script at any
-time and run it again, finished trials are kept. Each line gets the same
+Both studies live in ``tune-example.db`` (SQLite; ``tune`` keeps studies in
+memory unless given a storage): stop the script at any time and run it again,
+finished trials are kept. The studies record what they tune, so an edited line
+or search space is refused until you pass another ``--storage``. Each line gets the same
 folds and the same number of trials; the first trial of each is its default
 settings. For an honest test score, tune inside each outer fold as
 ``benchmarks/tuned.py`` does; this example only compares the lines' CV scores.

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -17,15 +18,25 @@ from skgnn.tuning import (
     GraphCache,
     cgcnn_space,
     compare,
+    data_fingerprint,
     finished_trials,
     params_within,
     suggest,
     tune,
 )
 
-from .tuning_worker import tiny_problem
+from .tuning_worker import DIED, tiny_problem
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker(
+    storage: str, study: str, n_trials: int, *die_in_trial: int, **popen
+) -> subprocess.Popen:
+    """A ``tests.tuning_worker`` process on ``study``, run from the repository root."""
+    command = [sys.executable, "-m", "tests.tuning_worker", storage, study, str(n_trials)]
+    return subprocess.Popen([*command, *map(str, die_in_trial)], cwd=ROOT, **popen)
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +83,39 @@ def test_tune_persists_and_reuses_graphs(problem, tmp_path):
     reloaded = optuna.load_study(study_name="skgnn", storage=storage)
     assert len(reloaded.trials) == 3
     assert all(len(t.user_attrs["fold_scores"]) == 2 for t in reloaded.trials)
+    assert reloaded.user_attrs["data"] == data_fingerprint(X, y)  # bound to its data
 
 
-def test_killed_run_resumes_from_sqlite(problem, tmp_path):
+def test_worker_killed_in_a_trial_resumes_from_sqlite(problem, tmp_path):
+    """Deterministic: the worker dies in trial 2, after trials 0 and 1 finished."""
     pipe, X, y, space = problem
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.tuning_worker", storage, "resume", "200"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    dying = worker(storage, "resume", 50, 2, stderr=subprocess.PIPE, text=True)
+    _, stderr = dying.communicate(timeout=300)
+    assert dying.returncode == DIED, stderr[-3000:]
+    before = optuna.load_study(study_name="resume", storage=storage)
+    assert [t.state for t in before.trials] == [TrialState.COMPLETE] * 2 + [TrialState.RUNNING]
+    kept = {t.number: t.value for t in before.trials[:2]}
+    assert set(before.trials[2].params) == set(space)  # it died with its parameters drawn
+
+    time.sleep(2.5)  # the dead trial's heartbeat is older than the grace period (1 s)
+    study = tune(pipe, X, y, space, n_trials=4, cv=2, study_name="resume", storage=storage,
+                 heartbeat_interval=1, grace_period=1)  # fmt: skip
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert {n: study.trials[n].value for n in kept} == kept  # nothing finished was lost
+    retry = study.trials[3]  # the stale trial's parameters, tried once more
+    assert retry.system_attrs["failed_trial"] == 2 and retry.params == before.trials[2].params
+    assert finished_trials(study) == 4
+
+
+@pytest.mark.slow
+def test_worker_killed_at_any_moment_resumes_from_sqlite(problem, tmp_path):
+    """The real race: killed from outside whenever it has finished two trials."""
+    pipe, X, y, space = problem
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    running = worker(storage, "resume", 200, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.5)
@@ -90,25 +125,26 @@ def test_killed_run_resumes_from_sqlite(problem, tmp_path):
             continue
         if done >= 2:
             break
-    worker.kill()
-    worker.wait()
+    running.kill()
+    running.wait()
     before = optuna.load_study(study_name="resume", storage=storage)
     kept = {t.number: t.value for t in before.get_trials(states=(TrialState.COMPLETE,))}
     assert len(kept) >= 2
     target = finished_trials(before) + 3  # finished = complete + pruned before the kill
 
-    time.sleep(4)  # past the heartbeat grace period: the killed trial is stale
+    time.sleep(3)  # past the heartbeat grace period: the killed trial is stale
     study = tune(pipe, X, y, space, n_trials=target, cv=2, study_name="resume",
-                 storage=storage, heartbeat_interval=1, grace_period=3)  # fmt: skip
+                 storage=storage, heartbeat_interval=1, grace_period=1)  # fmt: skip
     complete = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert {n: complete[n] for n in kept} == kept  # nothing finished was lost
     assert finished_trials(study) == target
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path):
+    """Timing-dependent: each worker must get a trial before the other finishes all six."""
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    command = [sys.executable, "-m", "tests.tuning_worker", storage, "shared", "6"]
-    workers = [subprocess.Popen(command) for _ in range(2)]
+    workers = [worker(storage, "shared", 6) for _ in range(2)]
     assert [w.wait(timeout=300) for w in workers] == [0, 0]
     study = optuna.load_study(study_name="shared", storage=storage)
     assert finished_trials(study) >= 6
@@ -148,10 +184,12 @@ def test_graph_cache_keys_on_transformer_parameters(problem):
     assert cache.hits == 1
 
 
+@pytest.mark.slow
 def test_workers_racing_to_create_a_new_study_all_succeed(tmp_path):
+    """The real race; test_tuning_studies checks the retry deterministically."""
     storage = f"sqlite:///{tmp_path / 'race.db'}"
     code = f"from skgnn.tuning import open_study; open_study('race', {storage!r})"
-    workers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT) for _ in range(4)]
     assert [w.wait(timeout=120) for w in workers] == [0, 0, 0, 0]
     assert optuna.load_study(study_name="race", storage=storage).study_name == "race"
 
