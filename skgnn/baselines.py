@@ -268,6 +268,24 @@ class DropNaNColumns(SelectorMixin, BaseEstimator):
         return tags
 
 
+class RandomForestWithStd(RandomForestRegressor):
+    """A random forest whose ``predict(X, return_std=True)`` also gives the spread of its trees.
+
+    The standard deviation of the trees' predictions is the forest's natural
+    uncertainty (as in Matbench's RF-SCM/Magpie, and lolo's jackknife without
+    its bias correction); use :class:`~skgnn.calibration.RecalibratedRegressor`
+    to calibrate it. Predictions are those of ``RandomForestRegressor``.
+    """
+
+    def predict(self, X, return_std: bool = False):
+        """The forest's prediction and, with ``return_std``, the standard deviation over trees."""
+        if not return_std:
+            return super().predict(X)
+        X = self._validate_X_predict(X)
+        trees = np.stack([tree.predict(X) for tree in self.estimators_])
+        return trees.mean(axis=0), trees.std(axis=0)
+
+
 def make_rf_scm_magpie(
     n_estimators: int = 500, random_state: int | None = None, n_jobs: int | None = 1
 ) -> Pipeline:
@@ -275,7 +293,8 @@ def make_rf_scm_magpie(
 
     Magpie ``ElementProperty`` statistics of the composition plus the flattened
     ``SineCoulombMatrix`` eigenvalues; columns more than 1% NaN in the training
-    data dropped, the rest mean-imputed; a random forest of ``n_estimators`` trees.
+    data dropped, the rest mean-imputed; a random forest of ``n_estimators`` trees
+    (:class:`RandomForestWithStd`, so ``predict(X, return_std=True)`` works).
     ``n_jobs`` is given to both featurization and the forest.
     """
     return Pipeline([
@@ -283,8 +302,8 @@ def make_rf_scm_magpie(
                                           structure_featurizers=("sine_coulomb",), n_jobs=n_jobs)),
         ("drop_nan", DropNaNColumns(max_nan_fraction=0.01)),
         ("impute", SimpleImputer(strategy="mean")),
-        ("model", RandomForestRegressor(n_estimators=n_estimators, random_state=random_state,
-                                        n_jobs=n_jobs)),
+        ("model", RandomForestWithStd(n_estimators=n_estimators, random_state=random_state,
+                                      n_jobs=n_jobs)),
     ])  # fmt: skip
 
 

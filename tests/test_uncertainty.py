@@ -1,0 +1,141 @@
+"""Uncertainty: deep ensembles, the forest's spread, recalibration and the scores of calibration."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+
+from skgnn import CrystalGraphTransformer
+from skgnn.baselines import RandomForestWithStd
+from skgnn.calibration import (
+    RecalibratedRegressor,
+    calibration_curve,
+    error_std_spearman,
+    fit_std_scale,
+    gaussian_nll,
+    miscalibration_area,
+)
+from skgnn.ensemble import DeepEnsembleRegressor
+
+from .conftest import tiny_regressor
+
+
+@pytest.fixture(scope="module")
+def graphs_60(jdft2d_graphs):
+    graphs, y = jdft2d_graphs
+    return graphs[:60], y[:60]
+
+
+def test_ensemble_is_the_mean_and_spread_of_seeded_members(graphs_60):
+    graphs, y = graphs_60
+    ensemble = DeepEnsembleRegressor(tiny_regressor(max_epochs=2), n_estimators=3, random_state=7)
+    mean, std = ensemble.fit(graphs, y).predict(graphs, return_std=True)
+    members = np.stack(
+        [tiny_regressor(max_epochs=2, random_state=7 + i).fit(graphs, y).predict(graphs)
+         for i in range(3)]
+    )  # fmt: skip
+    np.testing.assert_allclose(mean, members.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std, members.std(axis=0, ddof=1), rtol=1e-5)
+    np.testing.assert_array_equal(ensemble.predict(graphs), mean)
+
+
+def test_members_fitted_in_processes_equal_those_fitted_in_turn(graphs_60):
+    graphs, y = graphs_60
+    base = DeepEnsembleRegressor(tiny_regressor(max_epochs=1), n_estimators=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what joblib gives each process worker: same sums, same order
+    try:
+        serial = clone(base).fit(graphs, y).predict(graphs, return_std=True)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = clone(base).set_params(n_jobs=2).fit(graphs, y)
+    torch.set_num_threads(1)
+    try:
+        parallel = parallel.predict(graphs, return_std=True)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(parallel[0], serial[0])
+    np.testing.assert_array_equal(parallel[1], serial[1])
+
+
+def test_pipeline_passes_return_std_on_and_pickles(jdft2d):
+    structures, y = jdft2d
+    pipe = make_pipeline(
+        CrystalGraphTransformer(),
+        DeepEnsembleRegressor(tiny_regressor(max_epochs=1), n_estimators=2),
+    ).fit(structures[:30], y[:30])
+    mean, std = pipe.predict(structures[:5], return_std=True)
+    assert np.all(std > 0)
+    restored = pickle.loads(pickle.dumps(pipe))
+    np.testing.assert_array_equal(restored.predict(structures[:5], return_std=True)[1], std)
+
+
+def test_forest_spread_is_the_standard_deviation_over_trees():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((80, 4)), rng.random(80)
+    forest = RandomForestWithStd(n_estimators=15, random_state=0).fit(X, y)
+    mean, std = forest.predict(X[:10], return_std=True)
+    trees = np.stack([tree.predict(X[:10]) for tree in forest.estimators_])
+    np.testing.assert_allclose(std, trees.std(axis=0))
+    np.testing.assert_allclose(mean, forest.predict(X[:10]))
+
+
+# ---- scores of calibration, against hand-worked and sampled references ----------------------
+
+
+def test_calibration_scores_of_a_perfectly_calibrated_gaussian():
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.5, 2.0, 50_000)
+    y = rng.normal(0.0, std)
+    assert miscalibration_area(y, 0.0, std) < 0.01
+    assert fit_std_scale(y, 0.0, std) == pytest.approx(1.0, abs=0.01)
+    assert miscalibration_area(y, 0.0, std / 2) > 0.2  # overconfident by 2x
+    assert fit_std_scale(y, 0.0, std / 2) == pytest.approx(2.0, abs=0.02)
+    assert error_std_spearman(y, 0.0, std) > 0.3
+
+
+def test_calibration_curve_by_hand():
+    # errors of 0.5, 1.5 and 3 standard deviations: inside the 50 % interval (±0.674 σ) only
+    # the first; inside the 95 % interval (±1.96 σ) the first two
+    expected, observed = calibration_curve(
+        np.array([0.5, -1.5, 3.0]), 0.0, 1.0, levels=np.array([0.5, 0.95])
+    )
+    np.testing.assert_allclose(observed, [1 / 3, 2 / 3])
+    np.testing.assert_allclose(expected, [0.5, 0.95])
+
+
+def test_gaussian_nll_equals_scipy():
+    y, mean, std = np.array([0.1, 2.0, -1.0]), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.5, 2])
+    assert gaussian_nll(y, mean, std) == pytest.approx(-norm.logpdf(y, mean, std).mean())
+
+
+def test_recalibration_learns_its_scale_from_held_out_training_rows_only():
+    rng = np.random.default_rng(1)
+    X = rng.random((400, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(0, 0.3, 400)
+    model = RecalibratedRegressor(
+        RandomForestWithStd(n_estimators=20, random_state=0), held_out_fraction=0.25
+    )
+    model.fit(X[:300], y[:300])  # the last 100 rows are a test set and never reach fit
+    held_out = np.sort(np.random.default_rng(0).permutation(300)[:75])
+    mean, std = model.estimator_.predict(X[held_out], return_std=True)
+    assert model.std_scale_ == pytest.approx(fit_std_scale(y[held_out], mean, std))
+    assert len(model.estimator_.estimators_[0].tree_.value) > 0
+    assert model.estimator_.n_features_in_ == 3
+    _, test_std = model.predict(X[300:], return_std=True)
+    np.testing.assert_allclose(
+        test_std, model.estimator_.predict(X[300:], return_std=True)[1] * model.std_scale_
+    )
+    # recalibrated, the held-out errors have unit variance in units of the spread
+    assert np.mean(((y[held_out] - mean) / (std * model.std_scale_)) ** 2) == pytest.approx(1.0)
+
+
+def test_recalibration_refuses_a_split_that_leaves_nothing_to_fit():
+    with pytest.raises(ValueError, match="leaving too few to fit on"):
+        RecalibratedRegressor(RandomForestWithStd(), held_out_fraction=0.9).fit(
+            np.zeros((4, 1)), np.zeros(4)
+        )
