@@ -15,6 +15,7 @@ from skgnn.calibration import (
     RecalibratedRegressor,
     calibration_curve,
     error_std_spearman,
+    fit_coverage_scale,
     fit_std_scale,
     gaussian_nll,
     miscalibration_area,
@@ -96,6 +97,20 @@ def test_calibration_scores_of_a_perfectly_calibrated_gaussian():
     assert miscalibration_area(y, 0.0, std / 2) > 0.2  # overconfident by 2x
     assert fit_std_scale(y, 0.0, std / 2) == pytest.approx(2.0, abs=0.02)
     assert error_std_spearman(y, 0.0, std) > 0.3
+
+
+def test_coverage_scale_matches_the_intervals_of_heavy_tailed_errors():
+    rng = np.random.default_rng(0)
+    errors = rng.standard_t(df=2, size=20_000)  # heavier tails than any Gaussian
+    std = np.ones_like(errors)
+    by_coverage = fit_coverage_scale(errors, 0.0, std)
+    by_likelihood = fit_std_scale(errors, 0.0, std)
+    assert miscalibration_area(errors, 0.0, by_coverage * std) < miscalibration_area(
+        errors, 0.0, by_likelihood * std
+    )
+    grid = np.geomspace(0.05, 20.0, 241)
+    areas = [miscalibration_area(errors, 0.0, s * std) for s in grid]
+    assert miscalibration_area(errors, 0.0, by_coverage * std) == pytest.approx(min(areas))
 
 
 def test_calibration_curve_by_hand():
