@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from pymatgen.core import Element, Structure
+from pymatgen.core import Element, IStructure
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from .atom_features import AtomFeatureTable
+from .crystal import (
+    MIN_INTERATOMIC_DISTANCE,
+    PeriodicCell,
+    overlap_error,
+    periodic_cell,
+    reduced_cell,
+    site_species,
+)
 from .exceptions import StructureError
 from .graphs import CrystalGraph
-from .structures import cell_volume
 
-#: Sites closer than this (Å) are taken for a duplicated or overlapping atom.
-MIN_INTERATOMIC_DISTANCE = 0.5
+__all__ = ["MIN_INTERATOMIC_DISTANCE", "nearest_neighbor_edges", "structure_to_graph"]
 
-#: Factor by which the cutoff grows, for one structure, while any atom has no neighbour.
+#: Factor by which the search radius grows, for one structure, while any atom has no neighbour.
 CUTOFF_GROWTH = 1.5
 
 # Packing of the single int64 sort key: element (< 128), image components (|i| < 32).
@@ -31,39 +39,80 @@ _RADIUS_MARGIN = 1e-3  # Å; neighbours this close to a trial radius may have tw
 # from a rotation or translation does not reorder neighbours at equal distance.
 _DISTANCE_RESOLUTION = 1e-5
 
+# find_points_in_spheres visits every site in every cell image of a box around
+# the sites, then bins those images into a grid of cubes as wide as the radius;
+# both counts explode for skewed lattices, far-flung coordinates or vast cells
+# (a hang, or a request for tens of GB). Searches beyond these are refused.
+_MAX_IMAGES = 2**20
+_MAX_GRID_CUBES = 2**22
+_IMAGES_PER_AXIS = _MAX_IMAGES ** (1 / 3) - 4
+_CUBES_PER_AXIS = _MAX_GRID_CUBES ** (1 / 3) - 4
+_SEARCH_MIN_RADIUS = 1.0  # find_points_in_spheres' min_r: smaller radii search this far
+_PBC = np.ones(3, dtype=np.int64)
 
-def _species(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Atomic numbers, occupancies and owning site of every species on every site."""
-    try:
-        z = np.array(structure.atomic_numbers, dtype=np.int16)
-        return z, np.ones(len(z), dtype=np.float32), np.arange(len(z), dtype=np.int32)
-    except AttributeError:  # a disordered site has no single element
-        pass
-    z, occupancy, owner = [], [], []
-    for i, site in enumerate(structure):
-        for species, amount in site.species.items():
-            z.append(getattr(species, "Z", 0))
-            occupancy.append(amount)
-            owner.append(i)
-    return (
-        np.array(z, dtype=np.int16),
-        np.array(occupancy, dtype=np.float32),
-        np.array(owner, dtype=np.int32),
+
+def _search_size(cell: PeriodicCell, radius: float) -> tuple[float, float]:
+    """Upper bounds on the cell images and grid cubes of one search at ``radius``.
+
+    Mirrors find_points_in_spheres: along lattice direction i it visits the
+    images within ``(radius + 0.15) / height_i`` cells of the sites' span, and
+    its grid spans the sites' box widened by ``radius`` on each side.
+    """
+    r = max(radius, _SEARCH_MIN_RADIUS)
+    spans = (cell.coords.max(axis=0) - cell.coords.min(axis=0)).tolist()
+    diagonal = math.sqrt(spans[0] ** 2 + spans[1] ** 2 + spans[2] ** 2)
+    images = cubes = 1.0
+    for span, inverse_height in zip(spans, cell.inverse_heights, strict=True):
+        images *= (diagonal + 2 * (r + 0.15)) * inverse_height + 4
+        cubes *= span / r + 4
+    return images, cubes
+
+
+def _safe_radii(cell: PeriodicCell) -> tuple[float, float]:
+    """Radii between which :func:`_search_size` is surely within the limits.
+
+    From the loose bound of ``2 * cell.extent`` on every span: one comparison
+    a search on the hot path, the exact sizes only outside this range.
+    """
+    span = 2 * cell.extent
+    highest = (_IMAGES_PER_AXIS / max(cell.inverse_heights) - math.sqrt(3) * span) / 2 - 0.15
+    return span / _CUBES_PER_AXIS, highest
+
+
+def _bounded(cell: PeriodicCell, radius: float, index: int) -> PeriodicCell:
+    """``cell``, or the same crystal in its reduced cell, if a search at ``radius`` fits."""
+    images, cubes = _search_size(cell, radius)
+    # written so that NaN (from inf / inf) fails too
+    if images <= _MAX_IMAGES and cubes <= _MAX_GRID_CUBES:
+        return cell
+    reduced = reduced_cell(cell)
+    images, cubes = _search_size(reduced, radius)
+    if images <= _MAX_IMAGES and cubes <= _MAX_GRID_CUBES:
+        return reduced
+    spans = reduced.coords.max(axis=0) - reduced.coords.min(axis=0)
+    raise StructureError(
+        f"X[{index}]: a periodic neighbour search within {radius:.3g} Å would visit "
+        f"~{images:.2g} cell images and a grid of ~{cubes:.2g} cubes (limits {_MAX_IMAGES} "
+        f"and {_MAX_GRID_CUBES}), even in the LLL-reduced cell: its {len(cell.coords)} "
+        f"site(s) spread over {spans.max():.3g} Å, its lattice planes lie "
+        f"{1 / max(reduced.inverse_heights):.3g} Å apart. A cell that vast, or that thin, "
+        "for its atoms is not a crystal to graph; check its lattice and coordinates."
     )
 
 
-def _neighbor_list(structure: Structure, cutoff: float, index: int):
+def _neighbor_list(cell: PeriodicCell, radius: float, index: int):
     # pymatgen's compiled search, called directly: Structure.get_neighbor_list
     # adds per-site Python work that costs as much as the search on small cells
-    coords = np.ascontiguousarray(structure.cart_coords, dtype=float)
-    center, neighbor, image, distance = find_points_in_spheres(
-        coords,
-        coords,
-        r=cutoff,
-        pbc=np.ascontiguousarray(structure.pbc, dtype=np.int64),
-        lattice=np.ascontiguousarray(structure.lattice.matrix, dtype=float),
-        tol=1e-8,
-    )
+    coords = cell.coords
+    try:
+        center, neighbor, image, distance = find_points_in_spheres(
+            coords, coords, r=radius, pbc=_PBC, lattice=cell.matrix, tol=1e-8
+        )
+    except MemoryError as exc:
+        raise StructureError(
+            f"X[{index}]: listing the neighbours of its {len(coords)} sites within "
+            f"{radius:.3g} Å ran out of memory ({exc}); are many sites on top of each other?"
+        ) from exc
     # the search returns each site with itself at distance 0; any other pair that close is
     # an overlap, caught below, so one comparison tells self pairs apart
     is_pair = distance > _SELF_DISTANCE
@@ -78,15 +127,16 @@ def _neighbor_list(structure: Structure, cutoff: float, index: int):
     )
     if len(distance) and distance.min() < MIN_INTERATOMIC_DISTANCE:
         k = int(np.argmin(distance))
-        raise StructureError(
-            f"X[{index}] has sites {center[k]} and {neighbor[k]} only {distance[k]:.3f} Å apart "
-            f"(less than {MIN_INTERATOMIC_DISTANCE} Å): overlapping atoms, usually a site "
-            "listed twice. Remove the duplicate, e.g. with structure.merge_sites(mode='delete')."
-        )
+        raise overlap_error(index, int(center[k]), int(neighbor[k]), float(distance[k]))
     return center, neighbor, image, distance
 
 
-def _radius_for(max_neighbors: int, structure: Structure) -> float:
+def _widest(cell: PeriodicCell, cutoff: float) -> float:
+    """A radius within which every site has a neighbour: its own image, if nothing nearer."""
+    return max(cutoff, cell.shortest * (1 + 1e-9) + _RADIUS_MARGIN)
+
+
+def _radius_for(max_neighbors: int, volume_per_atom: float) -> float:
     """A radius likely to hold ``max_neighbors`` neighbours of every atom.
 
     Searching the full cutoff finds ~150 neighbours an atom in a dense solid
@@ -94,7 +144,6 @@ def _radius_for(max_neighbors: int, structure: Structure) -> float:
     ``max_neighbors + 1`` atoms at the cell's mean density (with a margin)
     makes the search and the sort several times cheaper.
     """
-    volume_per_atom = cell_volume(structure) / len(structure)
     return 1.3 * (3 * (max_neighbors + 1) * volume_per_atom / (4 * np.pi)) ** (1 / 3)
 
 
@@ -121,7 +170,7 @@ def _neighbor_order(center, neighbor, image, distance, site_key, radius: float) 
 
 
 def nearest_neighbor_edges(
-    structure: Structure,
+    structure: IStructure,
     cutoff: float,
     max_neighbors: int,
     index: int = 0,
@@ -129,14 +178,36 @@ def nearest_neighbor_edges(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges from each atom to its ``max_neighbors`` nearest neighbours within ``cutoff``.
 
-    Neighbours are the periodic images found by pymatgen's compiled
-    ``get_neighbor_list``. Ties in distance are broken by ``site_key`` of the
-    neighbour (its atomic number), then by site index and image, so the
-    result is deterministic; it can depend on the order of the sites only
-    when two different sites of the same element tie at the truncation
-    distance. If some
-    atom has no neighbour within ``cutoff``, the cutoff of this structure grows
-    by :data:`CUTOFF_GROWTH` until every atom has one (as ALIGNN does).
+    The structure is checked first (:func:`skgnn.crystal.periodic_cell`):
+    finite, 3-D periodic, room for its sites. Neighbours are then listed by
+    pymatgen's compiled ``find_points_in_spheres`` under periodic boundary
+    conditions, first within the radius of a sphere holding about
+    ``max_neighbors + 1`` atoms at the cell's mean density (times 1.3), widened
+    by :data:`CUTOFF_GROWTH` up to ``cutoff`` for as long as some atom has
+    fewer than ``max_neighbors`` neighbours strictly inside it; the result is
+    the same as searching ``cutoff`` at once. Pairs are ordered by distance
+    (on a 1e-5 Å grid, so float noise does not reorder equal distances), then
+    ``site_key`` of the neighbour (its element), then its site index, then its
+    image, so the result is deterministic; it can depend on the order of the
+    sites only when two different sites of the same element tie at the
+    truncation distance. If some atom has no neighbour within ``cutoff``, the
+    radius of this structure grows by :data:`CUTOFF_GROWTH` until every atom
+    has one (as ALIGNN does); every site has a periodic image of itself at the
+    length of the shortest lattice vector, which bounds the growth.
+
+    Parameters
+    ----------
+    structure : IStructure
+        A pymatgen structure (``Structure``, ``IStructure`` or a subclass).
+    cutoff : float
+        Search radius in Å.
+    max_neighbors : int
+        Neighbours kept per atom, nearest first.
+    index : int, default=0
+        Position of the structure in ``X``, named in errors.
+    site_key : ndarray of int or None, default=None
+        Per site, a key in [0, 128) that breaks distance ties before the site
+        index does; ``None`` breaks them by site index only.
 
     Returns
     -------
@@ -144,11 +215,21 @@ def nearest_neighbor_edges(
         Centre and neighbour site of each edge, sorted by centre, then distance.
     edge_length : ndarray of float32
         Edge lengths in Å.
+
+    Raises
+    ------
+    skgnn.exceptions.StructureError
+        For a structure that is not a finite 3-D periodic cell, overlapping
+        sites, or a search too large to run (a vast or extremely thin cell).
     """
-    n_sites = len(structure)
-    radius = min(cutoff, _radius_for(max_neighbors, structure))
+    cell = periodic_cell(structure, index)
+    n_sites = len(cell.coords)
+    radius = min(cutoff, _radius_for(max_neighbors, cell.volume / n_sites))
+    lowest, highest = _safe_radii(cell)
     while True:
-        center, neighbor, image, distance = _neighbor_list(structure, radius, index)
+        if not lowest <= max(radius, _SEARCH_MIN_RADIUS) <= highest:
+            cell = _bounded(cell, radius, index)
+        center, neighbor, image, distance = _neighbor_list(cell, radius, index)
         if radius < cutoff:
             # every atom has its max_neighbors nearest strictly inside: same as searching cutoff
             inside = center[distance < radius - _RADIUS_MARGIN]
@@ -157,8 +238,15 @@ def nearest_neighbor_edges(
             radius = min(cutoff, radius * CUTOFF_GROWTH)
         elif np.bincount(center, minlength=n_sites).min() > 0:
             break
+        elif radius < (widest := _widest(cell, cutoff)):
+            radius = min(widest, radius * CUTOFF_GROWTH)
         else:
-            radius *= CUTOFF_GROWTH
+            lonely = int(np.argmin(np.bincount(center, minlength=n_sites)))
+            raise StructureError(
+                f"X[{index}] site {lonely} has no neighbour within {radius:.6g} Å, though "
+                f"its own periodic image lies {cell.shortest:.6g} Å away: the lattice and "
+                "the coordinates do not describe a periodic crystal."
+            )
     if site_key is None:
         site_key = np.zeros(n_sites, dtype=np.int64)
     order = _neighbor_order(center, neighbor, image, distance, site_key, radius)
@@ -192,14 +280,21 @@ def check_elements(graphs: list[CrystalGraph], atom_features: AtomFeatureTable, 
 
 
 def structure_to_graph(
-    structure: Structure,
+    structure: IStructure,
     *,
     cutoff: float,
     max_neighbors: int,
     index: int = 0,
 ) -> CrystalGraph:
-    """Build the crystal graph of one structure; ``index`` names it in errors."""
-    atomic_numbers, occupancy, species_atom = _species(structure)
+    """Build the crystal graph of one structure; ``index`` names it in errors.
+
+    Raises
+    ------
+    skgnn.exceptions.StructureError
+        For anything that keeps ``structure`` from being a crystal graph (see
+        :mod:`skgnn.crystal` and :func:`nearest_neighbor_edges`).
+    """
+    atomic_numbers, occupancy, species_atom = site_species(structure, index)
     if len(atomic_numbers) == len(structure):  # ordered: one element a site
         main_element = atomic_numbers.astype(np.int64)
     else:

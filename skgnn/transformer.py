@@ -39,16 +39,31 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
     per batch on Gaussians centred from ``gaussian_start`` to ``gaussian_stop``
     every ``gaussian_step`` Å (Xie & Grossman, PRL 120, 145301, 2018).
 
+    Neighbours are found by pymatgen's compiled ``find_points_in_spheres``,
+    first within the radius of a sphere that holds about ``max_neighbors + 1``
+    atoms at the cell's mean density, widened up to ``cutoff`` where an atom
+    has fewer neighbours strictly inside: the same edges as a search of the
+    whole cutoff, several times faster.
+
+    Each item of ``X`` is checked before any search (:mod:`skgnn.crystal`):
+    an item that is not a finite, 3-D periodic structure of elements with
+    room for its sites raises :class:`~skgnn.exceptions.StructureError`
+    naming ``X[i]`` and what is wrong.
+
     The transformer is stateless: ``fit`` only validates the parameters.
 
     Parameters
     ----------
     cutoff : float, default=8.0
         Neighbour search radius in Å. If an atom has no neighbour within it,
-        the radius grows by half for that structure until every atom has one.
+        the radius grows by half for that structure until every atom has one
+        (at the latest at the shortest lattice vector, where every atom has a
+        periodic image of itself).
     max_neighbors : int, default=12
-        Neighbours kept per atom, nearest first; ties are broken by site index.
-        No padding: an atom with fewer neighbours keeps fewer edges.
+        Neighbours kept per atom, nearest first. Equal distances (on a 1e-5 Å
+        grid) are ordered by the neighbour's atomic number (the largest on a
+        disordered site), then its site index, then its periodic image. No
+        padding: an atom with fewer neighbours keeps fewer edges.
     gaussian_start : float, default=0.0
         First Gaussian centre, Å.
     gaussian_stop : float or None, default=None
@@ -138,8 +153,12 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
 
         Parameters
         ----------
-        X : sequence of Structure, CIF path or CIF text
-            A list, numpy array or pandas Series.
+        X : sequence of structures, structure files or CIF text
+            A list, numpy array or pandas Series whose items are pymatgen
+            structures of any kind (``Structure``, ``IStructure``, ``Slab``,
+            ...), ``Structure.as_dict()`` mappings, paths (``str`` or
+            ``os.PathLike``) of files ``Structure.from_file`` reads (CIF,
+            compressed CIF, POSCAR, ...), or CIF text.
 
         Returns
         -------
@@ -149,7 +168,8 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
         Raises
         ------
         skgnn.exceptions.StructureError
-            For the first item that cannot be read or graphed, naming its index.
+            For the first item that cannot be read or graphed, naming its
+            index and what is wrong.
         """
         self._validate_params()
         centers = self._gaussian_centers()
