@@ -100,7 +100,7 @@ REFUSED = {
         r"X\[1\] site 0 has occupancies summing to 1.3 > 1",
     ),
     "empty": (Structure(CUBIC, [], []), r"X\[1\] is a structure with no sites"),
-    "vast-sparse-cell": (  # 8.7 km between the atoms; asked for 53 GB before
+    "vast-sparse-cell": (  # 0.87 µm between the atoms; asked for 53 GB before
         _nacl(Lattice.cubic(1e4)),
         r"X\[1\]: a periodic neighbour search within 8 Å would visit .* cubes",
     ),
@@ -178,7 +178,7 @@ def test_ionic_species_count_as_their_element(cscl):
 
 
 def test_growth_of_the_radius_stops_at_the_shortest_lattice_vector():
-    # one atom in a 1 km cell: its only neighbours are its own images, 1000 Å away
+    # one atom in a 1 µm cell: its only neighbours are its own images, 1e4 Å away
     lone = Structure(Lattice.cubic(1e4), ["Na"], [[0, 0, 0]])
     kind, graphs = transform_bounded([lone])
     assert kind == "ok", graphs
