@@ -115,7 +115,7 @@ class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
             self._check_known_targets(labels, y)
         if len(labels) < 2:
             raise ValueError(
-                f"y has a single class ({labels[0]!r}); a classifier needs at least two."
+                f"y has a single class ({labels.tolist()[0]!r}); a classifier needs at least two."
             )
         return {"n_out": len(labels), "classes": labels}
 

@@ -191,9 +191,7 @@ def test_labels_outside_the_classes_are_refused(graphs):
 def test_bad_class_labels_are_named(graphs):
     with pytest.raises(ValueError) as info:
         CGCNNClassifier(**TINY).fit(graphs, np.array(["a"] * 8))
-    # the label is shown by its repr, np.str_('a') with numpy 2
-    assert str(info.value).startswith("y has a single class (")
-    assert str(info.value).endswith("'a')); a classifier needs at least two.")
+    assert str(info.value) == "y has a single class ('a'); a classifier needs at least two."
     with pytest.raises(ValueError) as info:
         CGCNNClassifier(**TINY).fit(graphs, LABELS.reshape(8, 1))
     assert str(info.value) == "y must be 1-D class labels; got shape (8, 1)."
