@@ -85,15 +85,19 @@ def _bounded(cell: PeriodicCell, radius: float, index: int) -> PeriodicCell:
     # written so that NaN (from inf / inf) fails too
     if images <= _MAX_IMAGES and cubes <= _MAX_GRID_CUBES:
         return cell
-    reduced = reduced_cell(cell)
-    images, cubes = _search_size(reduced, radius)
-    if images <= _MAX_IMAGES and cubes <= _MAX_GRID_CUBES:
-        return reduced
+    try:
+        reduced = reduced_cell(cell)
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+        reduced = cell  # pymatgen's LLL overflows on lattice vectors of ~1e150 Å
+    else:
+        images, cubes = _search_size(reduced, radius)
+        if images <= _MAX_IMAGES and cubes <= _MAX_GRID_CUBES:
+            return reduced
     spans = reduced.coords.max(axis=0) - reduced.coords.min(axis=0)
     raise StructureError(
         f"X[{index}]: a periodic neighbour search within {radius:.3g} Å would visit "
         f"~{images:.2g} cell images and a grid of ~{cubes:.2g} cubes (limits {_MAX_IMAGES} "
-        f"and {_MAX_GRID_CUBES}), even in the LLL-reduced cell: its {len(cell.coords)} "
+        f"and {_MAX_GRID_CUBES}), even once the cell is LLL-reduced: its {len(cell.coords)} "
         f"site(s) spread over {spans.max():.3g} Å, its lattice planes lie "
         f"{1 / max(reduced.inverse_heights):.3g} Å apart. A cell that vast, or that thin, "
         "for its atoms is not a crystal to graph; check its lattice and coordinates."
