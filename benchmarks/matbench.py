@@ -34,6 +34,7 @@ from sklearn.pipeline import make_pipeline
 
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
 from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
+from skgnn.hybrid import make_hybrid
 from skgnn.model_selection import MatbenchKFold
 
 from .common import RESULTS, data_home, machine, write_json
@@ -48,9 +49,14 @@ def _cgcnn(args: argparse.Namespace, fold: int) -> BaseEstimator:
     return make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(random_state=fold, **epochs))
 
 
+def _hybrid(args: argparse.Namespace, fold: int) -> BaseEstimator:
+    return make_hybrid(_cgcnn(args, fold), random_state=0)
+
+
 #: Model name -> factory(args, fold); add an entry to race another model.
 MODELS: dict[str, Callable[[argparse.Namespace, int], BaseEstimator]] = {
     "cgcnn": _cgcnn,
+    "hybrid": _hybrid,
     "rf_scm_magpie": lambda args, fold: make_rf_scm_magpie(args.n_estimators, random_state=0),
     "strong_tabular": lambda args, fold: make_strong_tabular(random_state=0),
 }

@@ -1,0 +1,137 @@
+"""A hybrid of the two lines: a model's out-of-fold outputs as features beside matminer's."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, clone
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import KFold, check_cv, cross_val_predict
+from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
+from sklearn.utils import _safe_indexing
+from sklearn.utils._param_validation import HasMethods, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .baselines import STRONG_COMPOSITION, STRONG_STRUCTURE, StructureFeaturizer
+
+
+class CrossFittedFeatures(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
+    """An estimator's outputs as features, out of fold for the rows it learns from.
+
+    A feature made by a model that saw a row's target leaks that target into
+    any model stacked on it. As scikit-learn's ``StackingRegressor`` builds its
+    training features and ``TargetEncoder`` encodes its training rows,
+    ``fit_transform`` returns, for each training row, the output of a clone
+    fitted on the other folds (``cross_val_predict``); ``transform`` of new
+    rows uses a clone fitted on all training rows. In a Pipeline, ``fit``
+    calls ``fit_transform``, so the downstream model never sees an in-sample
+    output.
+
+    Parameters
+    ----------
+    estimator : estimator
+        E.g. ``make_pipeline(CrystalGraphTransformer(), CGCNNRegressor())``.
+    method : {"predict", "transform"}, default="predict"
+        Which output becomes the features: predictions, or the estimator's
+        ``transform`` (e.g. learned embeddings).
+    cv : int or CV splitter, default=5
+        Inner folds for the out-of-fold outputs (shuffled ``KFold`` seeded 0 for an int).
+    n_jobs : int or None, default=None
+        Folds fitted at once (``cross_val_predict``'s).
+
+    Attributes
+    ----------
+    estimator_ : the estimator fitted on all training rows, for ``transform``
+    n_features_out_ : int
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"])],
+        "method": [StrOptions({"predict", "transform"})],
+        "cv": ["cv_object"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(self, estimator, *, method: str = "predict", cv=5, n_jobs=None) -> None:
+        self.estimator = estimator
+        self.method = method
+        self.cv = cv
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y, **fit_params) -> CrossFittedFeatures:
+        """Fit the estimator on all rows (for ``transform`` of new rows)."""
+        self._validate_params()
+        self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
+        first_row = self._output(self.estimator_, _safe_indexing(X, [0]))
+        self.n_features_out_ = self._as_table(first_row).shape[1]
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        """Fit on all rows, and return each row's output from a model that never saw it."""
+        self.fit(X, y, **fit_params)
+        cv = self.cv
+        if isinstance(cv, Integral):
+            cv = KFold(cv, shuffle=True, random_state=0)
+        out_of_fold = cross_val_predict(
+            self.estimator, X, y, cv=check_cv(cv), method=self.method, n_jobs=self.n_jobs,
+            params=fit_params or None,
+        )  # fmt: skip
+        return self._as_table(out_of_fold)
+
+    def transform(self, X) -> np.ndarray:
+        """Outputs of the model fitted on all training rows."""
+        check_is_fitted(self)
+        return self._as_table(self._output(self.estimator_, X))
+
+    def _output(self, estimator, X):
+        return getattr(estimator, self.method)(X)
+
+    @staticmethod
+    def _as_table(output) -> np.ndarray:
+        output = np.asarray(output, dtype=float)
+        return output.reshape(len(output), -1)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        check_is_fitted(self)
+        return np.array([f"{self.method}_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags = clone(self.estimator).__sklearn_tags__().input_tags
+        return tags
+
+
+def make_hybrid(
+    graph_model: BaseEstimator | None = None,
+    *,
+    cv: int = 5,
+    max_iter: int = 500,
+    learning_rate: float = 0.05,
+    random_state: int | None = None,
+) -> Pipeline:
+    """Gradient boosting on matminer features plus a graph network's out-of-fold predictions.
+
+    The tabular features are those of :func:`~skgnn.baselines.make_strong_tabular`;
+    the graph network (``None``: the default CGCNN after a
+    :class:`~skgnn.CrystalGraphTransformer`) adds one column, its prediction,
+    cross-fitted with ``cv`` inner folds on the training rows
+    (:class:`CrossFittedFeatures`), so the booster learns how far to trust it
+    from predictions as good as those it will get on new structures. The
+    network trains ``cv + 1`` times per ``fit``.
+    """
+    if graph_model is None:
+        from .regressor import CGCNNRegressor
+        from .transformer import CrystalGraphTransformer
+
+        graph_model = make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(random_state=0))
+    features = FeatureUnion([
+        ("graph_network", CrossFittedFeatures(graph_model, cv=cv)),
+        ("matminer", StructureFeaturizer(composition_featurizers=STRONG_COMPOSITION,
+                                         structure_featurizers=STRONG_STRUCTURE)),
+    ])  # fmt: skip
+    booster = HistGradientBoostingRegressor(
+        loss="absolute_error", max_iter=max_iter, learning_rate=learning_rate,
+        min_samples_leaf=10, random_state=random_state,
+    )  # fmt: skip
+    return Pipeline([("features", features), ("model", booster)])

@@ -1,0 +1,76 @@
+"""The hybrid's graph-network features are out of fold: no target reaches its own feature."""
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+
+from skgnn import CrystalGraphTransformer
+from skgnn.hybrid import CrossFittedFeatures, make_hybrid
+
+from .conftest import tiny_regressor
+
+
+class RecordingRegressor(RegressorMixin, BaseEstimator):
+    """Predicts the mean target of its training rows; records which rows it was fitted on."""
+
+    fitted_on: list = []
+
+    def fit(self, X, y):
+        RecordingRegressor.fitted_on.append(np.asarray(X)[:, 0].astype(int).tolist())
+        self.mean_ = float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
+
+
+def test_training_features_are_out_of_fold_and_new_rows_use_the_full_fit():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 3)), rng.random(60)
+    knn = KNeighborsRegressor(n_neighbors=1)  # in sample it returns each row's own target
+    features = CrossFittedFeatures(knn, cv=5)
+    out_of_fold = features.fit_transform(X, y)[:, 0]
+    reference = cross_val_predict(knn, X, y, cv=KFold(5, shuffle=True, random_state=0))
+    np.testing.assert_array_equal(out_of_fold, reference)
+    in_sample = features.transform(X)[:, 0]
+    np.testing.assert_array_equal(in_sample, y)  # the leak a naive stack would have
+    assert not np.allclose(out_of_fold, y)
+    assert features.get_feature_names_out().tolist() == ["predict_0"]
+
+
+def test_test_rows_never_reach_a_fit_inside_the_hybrid_pipeline():
+    rng = np.random.default_rng(1)
+    rows = np.arange(50)
+    X = np.column_stack([rows, rng.random(50)])
+    y = rng.random(50)
+    train, test = rows[:40], rows[40:]
+    RecordingRegressor.fitted_on = []
+    stacked = make_pipeline(CrossFittedFeatures(RecordingRegressor(), cv=4), KNeighborsRegressor(3))
+    stacked.fit(X[train], y[train])
+    stacked.predict(X[test])
+    seen = set().union(*map(set, RecordingRegressor.fitted_on))
+    assert seen == set(train.tolist())
+    assert len(RecordingRegressor.fitted_on) == 1 + 4  # the full fit and one per inner fold
+    for fold in RecordingRegressor.fitted_on[1:]:
+        assert len(fold) == 30  # each inner model leaves its quarter out
+
+
+def test_hybrid_pipeline_runs_on_structures(jdft2d):
+    structures, y = jdft2d
+    graph = make_pipeline(CrystalGraphTransformer(), tiny_regressor(max_epochs=1))
+    hybrid = make_hybrid(graph, cv=2, max_iter=20)
+    hybrid.fit(structures[:40], y[:40])
+    prediction = hybrid.predict(structures[40:45])
+    assert prediction.shape == (5,) and np.isfinite(prediction).all()
+    oof = hybrid.named_steps["features"].transformer_list[0][1]
+    assert oof.n_features_out_ == 1
+
+
+def test_method_must_be_known():
+    with pytest.raises(ValueError, match="The 'method' parameter of CrossFittedFeatures"):
+        CrossFittedFeatures(KNeighborsRegressor(), method="embed").fit(
+            np.zeros((4, 1)), np.zeros(4)
+        )
