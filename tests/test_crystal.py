@@ -6,6 +6,8 @@ infinite lattices and coordinates used to hang the neighbour search forever.
 
 import numpy as np
 import pytest
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
 from pymatgen.core import Composition, DummySpecies, Lattice, Species, Structure
 
 from skgnn import CrystalGraphTransformer
@@ -214,3 +216,42 @@ def test_pile_of_coincident_sites_is_refused_before_listing_all_pairs():
 def test_large_structure_without_overlaps_passes_the_pile_check(perovskite):
     big = perovskite * (4, 4, 4)  # 320 sites, above the size at which piles are looked for
     check_crystal(big, 0)
+
+
+WILD = st.one_of(
+    st.sampled_from([0.0, -0.0, 1e-300, 1e-8, 0.3, -4.0, 1e4, 1e8, 1e150, 1e300, NAN, INF, -INF]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+SPECIES = st.sampled_from(
+    ["Na", "Cl", "O", "Fe", "Xa", Species("Fe", 2), {"Na": 0.5}, {"Na": 0.5, "K": 0.5}, {"Na": 0.0}]
+)
+
+
+@st.composite
+def wild_structures(draw):
+    """Mostly sane small cells with one or two numbers, a species or the periodicity gone wrong."""
+    matrix = np.diag([draw(st.floats(2.5, 8.0)) for _ in range(3)])
+    n_sites = draw(st.integers(1, 5))
+    coords = np.array([[draw(st.floats(0, 1)) for _ in range(3)] for _ in range(n_sites)])
+    for _ in range(draw(st.integers(0, 2))):
+        if draw(st.booleans()):
+            matrix[draw(st.integers(0, 2)), draw(st.integers(0, 2))] = draw(WILD)
+        else:
+            coords[draw(st.integers(0, n_sites - 1)), draw(st.integers(0, 2))] = draw(WILD)
+    species = [draw(SPECIES) for _ in range(n_sites)]
+    pbc = draw(st.sampled_from([(True, True, True)] * 3 + [(True, True, False)]))
+    try:
+        return Structure(Lattice(matrix, pbc=pbc), species, coords)
+    except Exception:  # pymatgen refused to build it: nothing for us to check
+        reject()
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(wild_structures())
+def test_any_structure_gives_a_graph_or_a_structure_error_in_bounded_time(structure):
+    kind, result = transform_bounded([structure])
+    assert kind in ("ok", "StructureError"), (kind, result)
+    if kind == "ok":
+        ((src, dst, length),) = result
+        assert np.bincount(src, minlength=len(structure)).min() > 0
+        assert np.isfinite(length).all() and length.min() >= 0.5
