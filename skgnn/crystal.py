@@ -90,8 +90,9 @@ def periodic_cell(structure: IStructure, index: int) -> PeriodicCell:
         raise StructureError(
             f"X[{index}] is periodic only along {_axes(structure.pbc)} (pbc={structure.pbc}); "
             "CGCNN graphs need periodicity in all three directions. For a slab, surface or "
-            "molecule, add vacuum along the open directions (e.g. with "
-            "Lattice(matrix, pbc=(True, True, True))) so that periodic images do not touch."
+            "molecule, give the open directions enough vacuum that periodic images do not "
+            "touch, then make them periodic: structure.lattice = "
+            "Lattice(structure.lattice.matrix, pbc=(True, True, True))."
         )
     matrix = structure.lattice.matrix
     volume, inverse_heights = _geometry(matrix)
