@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 # A Gaussian centred more than 4.5 widths from a length weighs under e^-20 = 2e-9 there, below
-# float32 resolution next to the nearest Gaussian (about 1), so it can be left out.
+# float32 resolution next to the nearest Gaussian (about 1), so it is left out: an exact zero in
+# the dense features too, so training and prediction see the same edge features.
 TAIL_WIDTHS = 4.5
 
 
@@ -19,7 +20,7 @@ class GaussianWindow(NamedTuple):
     """The Gaussians of each edge that are not negligible.
 
     ``value[k, m]`` is the Gaussian ``index[k, m]`` evaluated at edge ``k``'s
-    length; every Gaussian outside the window is below 2e-9 there. Multiplying
+    length; every Gaussian outside the window is zero there. Multiplying
     by a weight matrix is then a sum of ``K`` of its rows per edge
     (``torch.nn.functional.embedding_bag``) instead of a dense matmul.
     """
@@ -30,7 +31,8 @@ class GaussianWindow(NamedTuple):
 
 @dataclass(frozen=True)
 class GaussianExpansion:
-    """``exp(-(d - μ)² / σ²)`` for the centres ``μ`` and the width ``σ``.
+    """``exp(-(d - μ)² / σ²)`` for the centres ``μ`` and the width ``σ``, zero beyond
+    ``TAIL_WIDTHS`` widths (where it is below 2e-9).
 
     Parameters
     ----------
@@ -60,10 +62,11 @@ class GaussianExpansion:
 
     def _evaluate(self, offset: Tensor) -> Tensor:
         exponent = -((offset / self.width) ** 2)
-        # exp of arguments below ~-87 underflows on a slow path (8x the time here); e^-80 is
-        # already 1e-35, zero for any purpose. Lengths past the last centre (a grown cutoff)
-        # reach it in a window too.
-        return torch.exp(exponent.clamp_(min=-80.0))
+        # The tails are zeros, not e^-80-sized values: multiplied by small gradients those fell
+        # below float32's smallest normal number, which Intel cores handle in microcode (3.5x
+        # slower training). Clamping first also keeps exp off its slow underflow path.
+        tail = exponent < -(TAIL_WIDTHS**2)
+        return torch.exp(exponent.clamp_(min=-(TAIL_WIDTHS**2))).masked_fill_(tail, 0.0)
 
     @cached_property
     def _spacing(self) -> float | None:

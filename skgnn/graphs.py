@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from .edges import EdgeFeatures
 from .gaussians import GaussianExpansion, GaussianWindow
 from .settings import GraphSettings
 
@@ -49,9 +50,10 @@ class GraphBatch:
     """A mini-batch of graphs joined into one disconnected graph, as the module reads it.
 
     Edges carry their lengths; the Gaussian edge features are computed from
-    them when read, as :attr:`edge_fea` (all Gaussians) or :attr:`edge_window`
-    (only those that are not negligible). ``len(batch)`` is the number of
-    graphs, which is what skorch counts.
+    them when read, as :attr:`edge_fea` (all Gaussians), :attr:`edge_window`
+    (only the non-zero ones) or :attr:`edge_features` (once per distinct
+    length, what the module reads). ``len(batch)`` is the number of graphs,
+    which is what skorch counts.
     """
 
     atom_fea: torch.Tensor
@@ -74,6 +76,12 @@ class GraphBatch:
     def edge_window(self) -> GaussianWindow:
         """The same features, only the Gaussians that are not negligible."""
         return self.expansion.window(self.edge_length)
+
+    @property
+    def edge_features(self) -> EdgeFeatures:
+        """The same features, expanded once per distinct edge length."""
+        lengths, index = torch.unique(self.edge_length, return_inverse=True)
+        return EdgeFeatures(self.expansion.dense(lengths), index)
 
     def to(self, device: str | torch.device) -> GraphBatch:
         return GraphBatch(

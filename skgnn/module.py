@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import NamedTuple
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from torch import Tensor, nn
 
+from .edges import (
+    EdgeConvolution,
+    EdgeFeatures,
+    EdgePlan,
+    edge_plan,
+    update_running_statistics,
+)
 from .gaussians import GaussianWindow
 from .graphs import GraphBatch
 
@@ -27,11 +33,15 @@ class CGConv(nn.Module):
     on ``z``; it is applied by parts, ``z W = v_i W_1 + v_j W_2 + u_ij W_3``,
     so the two atom terms are computed once per atom instead of once per
     edge (a ``max_neighbors``-fold saving) while the parameters stay those of
-    the straightforward form. In evaluation mode the first BatchNorm, an
-    affine map then, is folded into that layer's weights. Given
-    :class:`EdgeRows`, each edge sums its two atom terms and the rows of
-    ``W_3`` for its few non-negligible Gaussians in one ``embedding_bag``
-    instead of a dense matmul over all Gaussians.
+    the straightforward form. The first BatchNorm, an affine map per column
+    once its statistics are known, is folded into those weights: the running
+    statistics in evaluation, the batch's in training (from per-atom and
+    per-Gaussian moments). Each edge then sums three rows in one pass: its
+    centre's term, its neighbour's, and the Gaussian term of its length,
+    computed once per distinct length. This edge half is one autograd node
+    with a hand-written backward (:class:`skgnn.edges.EdgeConvolution`).
+    :meth:`plain_forward` is the form as written, used when the edge features
+    need a gradient; the two agree to float64 rounding (``tests/test_module.py``).
 
     Parameters
     ----------
@@ -55,49 +65,66 @@ class CGConv(nn.Module):
         self.bn1.reset_parameters()
         self.bn2.reset_parameters()
 
-    def forward(self, atom_fea: Tensor, edge_fea: Tensor | EdgeRows, edge_index: Tensor) -> Tensor:
+    def forward(
+        self,
+        atom_fea: Tensor,
+        edge_fea: Tensor | GaussianWindow | EdgeFeatures | EdgePlan,
+        edge_index: Tensor,
+    ) -> Tensor:
         """Update the atom vectors.
 
         Parameters
         ----------
         atom_fea : Tensor, shape (n_atoms, atom_fea_len)
-        edge_fea : Tensor, shape (n_edges, nbr_fea_len), or EdgeRows
-            The edge vectors, dense or as the rows each edge sums (built by
-            :func:`edge_rows` from the non-negligible Gaussians).
+        edge_fea : Tensor of shape (n_edges, nbr_fea_len), GaussianWindow, EdgeFeatures or EdgePlan
+            The edge vectors: dense, as each edge's non-zero Gaussians, stored
+            once per distinct value, or as the :class:`~skgnn.edges.EdgePlan`
+            that several convolutions share.
         edge_index : Tensor of int64, shape (2, n_edges)
             Centre atom ``i`` (row 0) and neighbour atom ``j`` (row 1) of each edge.
         """
-        weight, bias = self._gate_weights()
-        n = self.atom_fea_len
-        w_center, w_neighbor, w_edge = weight.split([n, n, self.nbr_fea_len], dim=1)
-        center, neighbor = edge_index
-        # the bias rides on the centre atoms' term: added once per atom, not per edge
-        atom_bias = torch.cat([bias, bias.new_zeros(2 * n)])
-        atom_terms = torch.addmm(atom_bias, atom_fea, torch.cat([w_center, w_neighbor]).T)
-        center_terms, neighbor_terms = atom_terms.split(2 * n, dim=1)
-        if isinstance(edge_fea, EdgeRows):
-            table = torch.cat([center_terms, neighbor_terms, w_edge.T])
-            gated = nn.functional.embedding_bag(
-                edge_fea.index, table, per_sample_weights=edge_fea.weight, mode="sum"
-            )
+        if isinstance(edge_fea, EdgePlan):
+            plan = edge_fea
         else:
-            gated = torch.addmm(center_terms.index_select(0, center), edge_fea, w_edge.T)
-            gated += neighbor_terms.index_select(0, neighbor)
-        if self.training:
-            gated = batch_norm(self.bn1, gated)
+            plan = edge_plan(
+                edge_fea, edge_index, len(atom_fea), n_features=self.nbr_fea_len,
+                gradients=torch.is_grad_enabled(), statistics=self.bn1.training,
+            )  # fmt: skip
+        bn = self.bn1
+        batch_statistics = bn.training or bn.running_mean is None
+        # one edge has no variance: normalised with the running statistics, as in batch_norm()
+        if plan.n_edges <= 1 and bn.running_mean is not None:
+            batch_statistics = False
+        features = plan.features
+        if features.table.requires_grad:  # gradients for the edge features too: the plain form
+            edge_fea = features.table[features.index]
+            return self.plain_forward(atom_fea, edge_fea, edge_index, batch_statistics)
+        if batch_statistics and plan.moments is None:
+            raise ValueError("Batch statistics need an EdgePlan built with statistics=True.")
+        fc = self.fc_full
+        summed = EdgeConvolution.apply(
+            atom_fea, fc.weight, fc.bias, bn.weight, bn.bias, plan, bn, batch_statistics
+        )
+        return nn.functional.softplus(atom_fea + batch_norm(self.bn2, summed))
+
+    def plain_forward(
+        self, atom_fea: Tensor, edge_fea: Tensor, edge_index: Tensor, batch_statistics: bool
+    ) -> Tensor:
+        """The convolution as written: ``z = v_i ⊕ v_j ⊕ u_ij`` per edge, then one layer."""
+        center, neighbor = edge_index
+        z = torch.cat([atom_fea[center], atom_fea[neighbor], edge_fea], dim=1)
+        gated, bn = self.fc_full(z), self.bn1
+        if batch_statistics:
+            var, mean = torch.var_mean(gated, dim=0, correction=0)
+            with torch.no_grad():
+                update_running_statistics(bn, mean, var, len(gated))
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        gated = (gated - mean) * (torch.rsqrt(var + bn.eps) * bn.weight) + bn.bias
         nbr_filter, nbr_core = gated.chunk(2, dim=1)
         message = torch.sigmoid(nbr_filter) * nn.functional.softplus(nbr_core)
         summed = torch.zeros_like(atom_fea).index_add_(0, center, message)
         return nn.functional.softplus(atom_fea + batch_norm(self.bn2, summed))
-
-    def _gate_weights(self) -> tuple[Tensor, Tensor]:
-        """Weights of the gate layer; in evaluation, with ``bn1`` folded in (one pass less)."""
-        weight, bias = self.fc_full.weight, self.fc_full.bias
-        if self.training:
-            return weight, bias
-        bn = self.bn1
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        return weight * scale[:, None], (bias - bn.running_mean) * scale + bn.bias
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.atom_fea_len}, nbr_fea_len={self.nbr_fea_len})"
@@ -118,28 +145,13 @@ def batch_norm(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
     )
 
 
-class EdgeRows(NamedTuple):
-    """Per edge, the rows of ``[centre terms; neighbour terms; W_3ᵀ]`` to sum, and their weights.
+def edge_rows(window: GaussianWindow, edge_index: Tensor, n_atoms: int) -> GaussianWindow:
+    """What :class:`CGConv` takes for a window: the window itself.
 
-    The first two rows are the edge's centre and neighbour atoms (weight 1),
-    the others its non-negligible Gaussians (weight: the Gaussian's value);
-    one ``embedding_bag`` then does the two gathers, the Gaussian sum and the
-    additions in a single pass over the edges. Built once per forward pass by
-    :func:`edge_rows`, shared by every convolution.
+    Kept for callers of the former per-edge row index; ``CGConv`` builds its
+    :class:`~skgnn.edges.EdgePlan` from the window and ``edge_index``.
     """
-
-    index: Tensor
-    weight: Tensor
-
-
-def edge_rows(window: GaussianWindow, edge_index: Tensor, n_atoms: int) -> EdgeRows:
-    """The :class:`EdgeRows` of a batch from its Gaussian window and edges."""
-    center, neighbor = edge_index
-    index = torch.cat(
-        [center[:, None], neighbor[:, None] + n_atoms, window.index + 2 * n_atoms], dim=1
-    )
-    weight = torch.cat([window.value.new_ones(len(center), 2), window.value], dim=1)
-    return EdgeRows(index, weight)
+    return window
 
 
 def pool(atom_fea: Tensor, graph_index: Tensor, n_graphs: int, how: str) -> Tensor:
@@ -227,14 +239,12 @@ class CGCNN(nn.Module):
     def forward(self, batch: GraphBatch) -> Tensor:
         """Predict one row of ``n_out`` values per graph of ``batch``."""
         atom_fea = self.embedding(batch.atom_fea)
-        # summing rows per edge makes prediction ~1.5x faster than the matmul and gathers,
-        # but its backward is far slower: it serves only when no gradient is recorded
-        if torch.is_grad_enabled():
-            edge_fea = batch.edge_fea
-        else:
-            edge_fea = edge_rows(batch.edge_window, batch.edge_index, len(atom_fea))
+        plan = edge_plan(
+            batch.edge_features, batch.edge_index, len(atom_fea),
+            gradients=torch.is_grad_enabled(), statistics=self.training,
+        )  # fmt: skip
         for conv in self.convs:
-            atom_fea = conv(atom_fea, edge_fea, batch.edge_index)
+            atom_fea = conv(atom_fea, plan, batch.edge_index)
         crystal = pool(atom_fea, batch.graph_index, batch.n_graphs, self.pooling)
         crystal = nn.functional.softplus(crystal)
         for layer in self.hidden:

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from skgnn.gaussians import GaussianExpansion
+from skgnn.gaussians import TAIL_WIDTHS, GaussianExpansion
 
 
 @pytest.mark.parametrize("width", [0.1, 0.2, 0.5], ids=["narrow", "cgcnn", "wide"])
@@ -30,3 +32,23 @@ def test_uneven_centres_keep_every_gaussian():
     assert expansion.window_size == 5
     window = expansion.window(torch.tensor([0.6, 3.0]))
     torch.testing.assert_close(window.value, expansion.dense(torch.tensor([0.6, 3.0])))
+
+
+def test_tails_beyond_the_window_are_exact_zeros():
+    expansion = GaussianExpansion(torch.arange(41) * 0.2, 0.2)
+    length = torch.linspace(0.0, 12.0, 4001)
+    dense = expansion.dense(length)
+    offset = (length[:, None] - expansion.centers).abs()
+    tail = offset > TAIL_WIDTHS * 0.2 * (1 + 1e-6)
+    assert torch.all(dense[tail] == 0)
+    assert torch.all(dense[offset < TAIL_WIDTHS * 0.2 * (1 - 1e-6)] > 0)
+    # nothing between zero and the smallest kept value, e^-20.25 = 1.6e-9: no subnormals
+    assert dense[dense > 0].min() >= math.exp(-(TAIL_WIDTHS**2)) * (1 - 1e-5)
+
+
+def test_training_and_prediction_see_the_same_edge_features():
+    expansion = GaussianExpansion(torch.arange(41) * 0.2, 0.2)
+    length = torch.cat([torch.linspace(0.5, 9.0, 999), torch.tensor([8.1, 3.0, 3.1])])
+    window = expansion.window(length)
+    from_window = torch.zeros(len(length), 41).scatter_(1, window.index, window.value)
+    assert torch.equal(from_window, expansion.dense(length))
