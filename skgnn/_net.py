@@ -8,7 +8,8 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, validate_parameter_constraints
+from sklearn.base import TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
 from skorch.exceptions import NotInitializedError
@@ -58,6 +59,10 @@ SHARED_PARAMETERS_DOC = """
         Seeds weight initialisation, shuffling, dropout and the validation
         split, so that the same value gives the same predictions. The
         caller's global torch random state is left as it was.
+    embedding_layer : {"pooled", "hidden"}, default="pooled"
+        What ``transform`` returns: the crystal vectors after pooling, or
+        after the head's hidden layers. A fitted net is then a step of a
+        ``FeatureUnion`` or ``ColumnTransformer`` beside matminer features.
     device : str, default="cpu"
         ``"cuda"`` trains on a GPU.
     verbose : int, default=0
@@ -130,7 +135,7 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     return weight.astype(np.float32)
 
 
-class CrystalGraphNetMixin:
+class CrystalGraphNetMixin(TransformerMixin):
     """skorch hooks for crystal graph input and the fit contract; mixed in left of a skorch net.
 
     Subclasses say how targets are learned and encoded (:meth:`_check_targets`,
@@ -145,12 +150,14 @@ class CrystalGraphNetMixin:
         "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="left")],
+        "embedding_layer": [StrOptions({"pooled", "hidden"})],
     }
 
-    def _init_shared(self, validation_fraction, patience, random_state) -> None:
+    def _init_shared(self, validation_fraction, patience, random_state, embedding_layer) -> None:
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
+        self.embedding_layer = embedding_layer
 
     # ---- fitting ------------------------------------------------------------------------
 
@@ -368,6 +375,39 @@ class CrystalGraphNetMixin:
         graphs = check_graphs(X, type(self).__name__)
         contract.graph_settings.check(graphs, type(self).__name__)
         return graphs
+
+    # ---- embeddings -----------------------------------------------------------------------
+
+    def transform(self, X) -> np.ndarray:
+        """The learned crystal vectors of ``X``, to feed other models.
+
+        ``embedding_layer`` chooses them: after pooling (``"pooled"``, length
+        ``module__atom_fea_len``) or after the head's hidden layers
+        (``"hidden"``, length ``module__h_fea_len``). Vectors of the rows the
+        network trained on carry their targets; to stack another model on
+        them without that leak, use
+        ``skgnn.hybrid.CrossFittedFeatures(net, method="transform")``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        graphs = self._check_predict_input(X)
+        self.module_.eval()
+        dataset = CrystalGraphDataset(graphs)
+        with torch.no_grad():
+            vectors = [
+                self.module_.embed(batch.to(self.device), self.embedding_layer).cpu()
+                for batch, _ in self.get_iterator(dataset, training=False)
+            ]
+        return torch.cat(vectors).numpy().astype(np.float64)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``cgcnn_<layer>_<i>``, one name per column of ``transform``."""
+        self.check_is_fitted()
+        hidden = self.embedding_layer == "hidden"
+        width = self.module_.fc_out.in_features if hidden else self.module_.embedding.out_features
+        return np.array([f"cgcnn_{self.embedding_layer}_{i}" for i in range(width)], dtype=object)
 
     # ---- skorch hooks ---------------------------------------------------------------------
 

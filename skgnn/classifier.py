@@ -77,11 +77,12 @@ class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
         validation_fraction: float | None = None,
         patience: int = 20,
         random_state: int | None = None,
+        embedding_layer: str = "pooled",
         **kwargs,
     ) -> None:
         defaults = {k: v for k, v in TRAINING_DEFAULTS.items() if k != "module"}
         super().__init__(module, criterion=criterion, classes=classes, **{**defaults, **kwargs})
-        self._init_shared(validation_fraction, patience, random_state)
+        self._init_shared(validation_fraction, patience, random_state, embedding_layer)
 
     @property
     def _default_callbacks(self):

@@ -189,6 +189,11 @@ class CGCNN(nn.Module):
         Outputs: targets for regression, classes for classification.
     dropout : float, default=0.0
         Dropout before the output layer.
+    readout : {"crystal", "atom"}, default="crystal"
+        ``"crystal"`` pools the atom vectors, then the head predicts (the
+        reference CGCNN). ``"atom"`` applies the head to every atom and pools
+        its outputs last, so each prediction is exactly the sum or mean of
+        per-atom contributions (:meth:`atom_outputs`).
     """
 
     _parameter_constraints: dict = {
@@ -201,6 +206,7 @@ class CGCNN(nn.Module):
         "pooling": [StrOptions({"mean", "sum", "max"})],
         "n_out": [Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "readout": [StrOptions({"crystal", "atom"})],
     }
 
     def __init__(
@@ -214,6 +220,7 @@ class CGCNN(nn.Module):
         pooling: str = "mean",
         n_out: int = 1,
         dropout: float = 0.0,
+        readout: str = "crystal",
     ) -> None:
         arguments = locals()
         super().__init__()
@@ -223,6 +230,7 @@ class CGCNN(nn.Module):
             caller_name=type(self).__name__,
         )
         self.pooling = pooling
+        self.readout = readout
         self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
         self.convs = nn.ModuleList(CGConv(atom_fea_len, nbr_fea_len) for _ in range(n_conv))
         hidden = [nn.Linear(atom_fea_len, h_fea_len)]
@@ -238,6 +246,12 @@ class CGCNN(nn.Module):
 
     def forward(self, batch: GraphBatch) -> Tensor:
         """Predict one row of ``n_out`` values per graph of ``batch``."""
+        if self.readout == "atom":
+            return pool(self.atom_outputs(batch), batch.graph_index, batch.n_graphs, self.pooling)
+        return self.fc_out(self.dropout(self.embed(batch, "hidden")))
+
+    def atom_vectors(self, batch: GraphBatch) -> Tensor:
+        """The atom vectors after the last convolution, shape ``(n_atoms, atom_fea_len)``."""
         atom_fea = self.embedding(batch.atom_fea)
         plan = edge_plan(
             batch.edge_features, batch.edge_index, len(atom_fea),
@@ -245,15 +259,38 @@ class CGCNN(nn.Module):
         )  # fmt: skip
         for conv in self.convs:
             atom_fea = conv(atom_fea, plan, batch.edge_index)
-        crystal = pool(atom_fea, batch.graph_index, batch.n_graphs, self.pooling)
-        crystal = nn.functional.softplus(crystal)
-        for layer in self.hidden:
-            crystal = nn.functional.softplus(layer(crystal))
-        return self.fc_out(self.dropout(crystal))
+        return atom_fea
+
+    def embed(self, batch: GraphBatch, layer: str = "hidden") -> Tensor:
+        """Crystal vectors: after pooling (``"pooled"``) or the head's hidden layers (``"hidden"``).
+
+        With ``readout="atom"`` the head acts on atoms, and the vectors are
+        pooled from its per-atom hidden activations.
+        """
+        if self.readout == "atom":
+            atoms = self._head(self.atom_vectors(batch), layer)
+            return pool(atoms, batch.graph_index, batch.n_graphs, self.pooling)
+        crystal = pool(self.atom_vectors(batch), batch.graph_index, batch.n_graphs, self.pooling)
+        return self._head(crystal, layer)
+
+    def atom_outputs(self, batch: GraphBatch) -> Tensor:
+        """With ``readout="atom"``, each atom's output: pooled, they are the prediction."""
+        if self.readout != "atom":
+            raise ValueError("atom_outputs needs readout='atom'; this network pools first.")
+        return self.fc_out(self.dropout(self._head(self.atom_vectors(batch), "hidden")))
+
+    def _head(self, vectors: Tensor, layer: str) -> Tensor:
+        vectors = nn.functional.softplus(vectors)
+        if layer == "pooled":
+            return vectors
+        for hidden in self.hidden:
+            vectors = nn.functional.softplus(hidden(vectors))
+        return vectors
 
     def __repr__(self) -> str:
         conv = self.convs[0] if len(self.convs) else None
         return (
             f"{type(self).__name__}(n_conv={len(self.convs)}, conv={conv!r}, "
-            f"n_h={len(self.hidden)}, pooling={self.pooling!r}, n_out={self.fc_out.out_features})"
+            f"n_h={len(self.hidden)}, pooling={self.pooling!r}, readout={self.readout!r}, "
+            f"n_out={self.fc_out.out_features})"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from skorch import NeuralNetRegressor
 
@@ -13,6 +14,23 @@ from ._net import (
     check_target_length,
 )
 from .contract import Contract
+from .dataset import CrystalGraphDataset
+
+
+def _majority_elements(graphs) -> np.ndarray:
+    """The symbol of each site's most abundant species."""
+    from pymatgen.core import Element
+
+    n_sites = int(graphs.atom_offsets[-1])
+    owner = graphs.species_atom.astype(np.int64) + np.repeat(
+        graphs.atom_offsets[:-1], np.diff(graphs.species_offsets)
+    )
+    best = np.full(n_sites, -1.0)
+    symbol = np.empty(n_sites, dtype=object)
+    for site, z, amount in zip(owner, graphs.atomic_numbers, graphs.occupancy, strict=True):
+        if amount > best[site]:
+            best[site], symbol[site] = amount, Element.from_Z(int(z)).symbol
+    return symbol
 
 
 class CGCNNRegressor(CrystalGraphNetMixin, NeuralNetRegressor):
@@ -64,11 +82,12 @@ class CGCNNRegressor(CrystalGraphNetMixin, NeuralNetRegressor):
         validation_fraction: float | None = None,
         patience: int = 20,
         random_state: int | None = None,
+        embedding_layer: str = "pooled",
         **kwargs,
     ) -> None:
         defaults = {k: v for k, v in TRAINING_DEFAULTS.items() if k != "module"}
         super().__init__(module, criterion=criterion, **{**defaults, **kwargs})
-        self._init_shared(validation_fraction, patience, random_state)
+        self._init_shared(validation_fraction, patience, random_state, embedding_layer)
 
     def _check_targets(self, graphs, y) -> np.ndarray:
         y = check_target_length(graphs, y)
@@ -115,6 +134,46 @@ class CGCNNRegressor(CrystalGraphNetMixin, NeuralNetRegressor):
     @property
     def target_scale_(self) -> np.ndarray:
         return self.contract_.target_scale
+
+    def predict_contributions(self, X) -> pd.DataFrame:
+        """Each site's share of the prediction, with ``module__readout="atom"``.
+
+        The head then acts on every atom and the pooling comes last, so each
+        prediction is exactly the sum (``module__pooling="sum"``) or the mean
+        (``"mean"``) of its sites' contributions, in the units of ``y``.
+
+        Returns
+        -------
+        DataFrame
+            One row per site: ``structure`` (row of ``X``), ``site`` (index in
+            the structure), ``element`` (its majority species) and
+            ``contribution``.
+        """
+        graphs = self._check_predict_input(X)
+        contract, module = self.contract_, self.module_
+        if module.readout != "atom" or module.pooling not in ("sum", "mean") or contract.n_out > 1:
+            raise ValueError(
+                "Contributions need module__readout='atom', module__pooling 'sum' or 'mean' "
+                f"and one target; this model has readout={module.readout!r}, "
+                f"pooling={module.pooling!r} and {contract.n_out} target(s)."
+            )
+        module.eval()
+        with torch.no_grad():
+            scaled = torch.cat([
+                module.atom_outputs(batch.to(self.device)).cpu()
+                for batch, _ in self.get_iterator(CrystalGraphDataset(graphs), training=False)
+            ]).numpy()[:, 0].astype(np.float64)  # fmt: skip
+        n_atoms = graphs.n_atoms
+        structure = np.repeat(np.arange(len(graphs)), n_atoms)
+        # the mean's share is spread over the sites so that the shares add up (or average) to it
+        share = 1.0 if module.pooling == "mean" else 1.0 / n_atoms[structure]
+        contribution = scaled * contract.target_scale[0] + contract.target_mean[0] * share
+        return pd.DataFrame({
+            "structure": structure,
+            "site": np.arange(len(structure)) - np.repeat(graphs.atom_offsets[:-1], n_atoms),
+            "element": _majority_elements(graphs),
+            "contribution": contribution,
+        })  # fmt: skip
 
     def predict(self, X) -> np.ndarray:
         """Predict targets, in the units of the training ``y``.

@@ -221,6 +221,15 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
         """Names of the edge features, matminer style."""
         return [f"gaussian_{c:.2f}A" for c in self._gaussian_centers()]
 
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """The edge feature names (:meth:`feature_labels`).
+
+        Graphs are not a table; the names let scikit-learn name the columns
+        of a fitted network's ``transform`` after this step in a Pipeline or
+        ``FeatureUnion`` (the network names its own columns).
+        """
+        return np.array(self.feature_labels(), dtype=object)
+
     def citations(self) -> list[str]:
         """BibTeX of the CGCNN paper, matminer style."""
         return [
