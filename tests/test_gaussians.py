@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from skgnn.gaussians import TAIL_WIDTHS, GaussianExpansion
+from skgnn.graphs import GraphBatch
 
 
 @pytest.mark.parametrize("width", [0.1, 0.2, 0.5], ids=["narrow", "cgcnn", "wide"])
@@ -52,3 +53,18 @@ def test_training_and_prediction_see_the_same_edge_features():
     window = expansion.window(length)
     from_window = torch.zeros(len(length), 41).scatter_(1, window.index, window.value)
     assert torch.equal(from_window, expansion.dense(length))
+
+
+def test_a_batch_expands_each_distinct_length_once():
+    lengths = torch.tensor([2.5, 3.1, 2.5, 4.0, 3.1, 2.5])
+    batch = GraphBatch(
+        atom_fea=torch.zeros(2, 3),
+        edge_length=lengths,
+        edge_index=torch.zeros(2, 6, dtype=torch.int64),
+        graph_index=torch.zeros(2, dtype=torch.int64),
+        n_graphs=1,
+        expansion=GaussianExpansion(torch.arange(41) * 0.2, 0.2),
+    )
+    features = batch.edge_features
+    assert features.table.shape == (3, 41)
+    assert torch.equal(features.table[features.index], batch.edge_fea)
