@@ -280,6 +280,8 @@ class CGCNN(nn.Module):
         return self.fc_out(self.dropout(self._head(self.atom_vectors(batch), "hidden")))
 
     def _head(self, vectors: Tensor, layer: str) -> Tensor:
+        if layer not in ("pooled", "hidden"):
+            raise ValueError(f"layer must be 'pooled' or 'hidden'; got {layer!r}.")
         vectors = nn.functional.softplus(vectors)
         if layer == "pooled":
             return vectors

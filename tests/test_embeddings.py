@@ -104,3 +104,9 @@ def test_contributions_need_the_atom_readout(fitted):
     model, graphs = fitted
     with pytest.raises(ValueError, match="Contributions need module__readout='atom'"):
         model.predict_contributions(graphs)
+
+
+def test_unknown_embedding_layer_is_refused_by_the_module(fitted):
+    model, graphs = fitted
+    with pytest.raises(ValueError, match="layer must be 'pooled' or 'hidden'; got 'hiden'"):
+        model.module_.embed(graphs.batch(np.arange(2)), "hiden")
