@@ -49,6 +49,13 @@ def _cgcnn(args: argparse.Namespace, fold: int) -> BaseEstimator:
     return make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(random_state=fold, **epochs))
 
 
+def _cgcnn_atom(args: argparse.Namespace, fold: int) -> BaseEstimator:
+    """The CGCNN with the head on each atom, pooled last (exact per-site contributions)."""
+    pipeline = _cgcnn(args, fold)
+    pipeline[-1].set_params(module__readout="atom")
+    return pipeline
+
+
 def _hybrid(args: argparse.Namespace, fold: int) -> BaseEstimator:
     return make_hybrid(_cgcnn(args, fold), random_state=0)
 
@@ -56,6 +63,7 @@ def _hybrid(args: argparse.Namespace, fold: int) -> BaseEstimator:
 #: Model name -> factory(args, fold); add an entry to race another model.
 MODELS: dict[str, Callable[[argparse.Namespace, int], BaseEstimator]] = {
     "cgcnn": _cgcnn,
+    "cgcnn_atom": _cgcnn_atom,
     "hybrid": _hybrid,
     "rf_scm_magpie": lambda args, fold: make_rf_scm_magpie(args.n_estimators, random_state=0),
     "strong_tabular": lambda args, fold: make_strong_tabular(random_state=0),
