@@ -2,6 +2,7 @@
 
 from .classifier import CGCNNClassifier
 from .graphs import CrystalGraph, CrystalGraphs
+from .message import MessageNet
 from .module import CGCNN, CGConv
 from .regressor import CGCNNRegressor
 from .transformer import CrystalGraphTransformer
@@ -14,5 +15,6 @@ __all__ = [
     "CrystalGraph",
     "CrystalGraphTransformer",
     "CrystalGraphs",
+    "MessageNet",
 ]
 __version__ = "0.1.0"
