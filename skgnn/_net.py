@@ -15,6 +15,7 @@ from skorch.dataset import ValidSplit
 from skorch.exceptions import NotInitializedError
 from skorch.utils import get_map_location
 
+from .architectures import accepted_arguments, qualified_name, resolve_module
 from .contract import CONTRACT_NAME, Contract, ContractModule
 from .dataset import CrystalGraphDataset, pass_batch_through
 from .exceptions import IncompatibleModelError
@@ -35,11 +36,15 @@ TRAINING_DEFAULTS = {
 }
 
 SHARED_PARAMETERS_DOC = """
-    module : torch module class, default=CGCNN
+    module : {"cgcnn", "message"} or torch module class, default=CGCNN
+        The network: the CGCNN (:class:`~skgnn.CGCNN`, ``"cgcnn"``) or
+        message passing with deep edge MLPs (:class:`~skgnn.MessageNet`,
+        ``"message"``), by class or by name, so that a search can span both.
         Built with ``module__*`` parameters (``module__n_conv``,
         ``module__atom_fea_len``, ``module__h_fea_len``, ``module__n_h``,
-        ``module__pooling``...). Its input and output sizes are set from the
-        data at ``fit``.
+        ``module__pooling``, ``module__pool_layers``...; a name the network
+        does not take is refused at ``fit``). Its input and output sizes (and
+        a ``cutoff`` argument, where it takes one) are set from the data at ``fit``.
     optimizer : torch optimizer class, default=torch.optim.AdamW
         Set its options with ``optimizer__*``, e.g. ``optimizer__weight_decay``.
     lr : float, default=2e-3
@@ -212,10 +217,20 @@ class CrystalGraphNetMixin(TransformerMixin):
         validate_parameter_constraints(
             self._parameter_constraints, self.get_params(deep=False), caller_name=name
         )
-        module_constraints = getattr(self.module, "_parameter_constraints", {})
+        module = resolve_module(self.module, name)
+        module_params = self._prefixed_params_for("module")
+        accepted = accepted_arguments(module)
+        unknown = [key for key in module_params if accepted is not None
+                   and key[len("module__") :] not in accepted]  # fmt: skip
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]} is not a parameter of {module.__name__}, the network of this "
+                f"{name}; it takes {sorted(accepted - {'self'})}."
+            )
+        module_constraints = getattr(module, "_parameter_constraints", {})
         validate_parameter_constraints(
             {f"module__{k}": v for k, v in module_constraints.items()},
-            self._prefixed_params_for("module"),
+            module_params,
             caller_name=name,
         )
         graphs = check_graphs(X, name)
@@ -230,6 +245,7 @@ class CrystalGraphNetMixin(TransformerMixin):
         return Contract(
             estimator=type(self).__name__,
             graph_settings=graphs.settings,
+            module=qualified_name(resolve_module(self.module, type(self).__name__)),
             **self._fit_targets(y, classes),
         )
 
@@ -285,8 +301,12 @@ class CrystalGraphNetMixin(TransformerMixin):
 
     def initialize_module(self):
         contract = self.__dict__.pop("_pending_contract", None)
+        network = resolve_module(self.module, type(self).__name__)
         sizes = contract.module_sizes() if contract is not None else {}
-        module = self.initialized_instance(self.module, {**self.get_params_for("module"), **sizes})
+        accepted = accepted_arguments(network)
+        if accepted is not None:  # a cutoff for the networks that take one
+            sizes = {k: v for k, v in sizes.items() if k in accepted}
+        module = self.initialized_instance(network, {**self.get_params_for("module"), **sizes})
         module.add_module(CONTRACT_NAME, ContractModule(contract))
         self.module_ = module
         return self
@@ -338,6 +358,14 @@ class CrystalGraphNetMixin(TransformerMixin):
         if contract.estimator != name:
             raise IncompatibleModelError(
                 f"{f_params!r} holds the weights of a {contract.estimator}, not of a {name}."
+            )
+        network = qualified_name(resolve_module(self.module, name))
+        if contract.module is not None and contract.module != network:
+            raise IncompatibleModelError(
+                f"{f_params!r} holds the weights of a {contract.module.rsplit('.', 1)[-1]} "
+                f"network ({contract.module}), but this {name} builds a "
+                f"{network.rsplit('.', 1)[-1]}; set module (and its module__* parameters) "
+                "as when the weights were saved."
             )
         self._pending_contract = contract
         self.initialize_module()
@@ -403,11 +431,14 @@ class CrystalGraphNetMixin(TransformerMixin):
         return torch.cat(vectors).numpy().astype(np.float64)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """``cgcnn_<layer>_<i>``, one name per column of ``transform``."""
+        """``<network>_<layer>_<i>`` (``cgcnn_pooled_0``...), one per column of ``transform``."""
         self.check_is_fitted()
         hidden = self.embedding_layer == "hidden"
         width = self.module_.fc_out.in_features if hidden else self.module_.embedding.out_features
-        return np.array([f"cgcnn_{self.embedding_layer}_{i}" for i in range(width)], dtype=object)
+        network = type(self.module_).__name__.lower()
+        return np.array(
+            [f"{network}_{self.embedding_layer}_{i}" for i in range(width)], dtype=object
+        )
 
     # ---- skorch hooks ---------------------------------------------------------------------
 

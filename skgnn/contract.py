@@ -35,6 +35,10 @@ class Contract:
         1 when regression targets were 1-D, 2 when 2-D.
     classes : ndarray or None
         Sorted class labels, the order of the network's outputs.
+    module : str or None
+        Qualified class name of the network (``skgnn.module.CGCNN``), so that
+        weights are never loaded into another architecture; ``None`` in
+        contracts saved before it was recorded (all of them CGCNNs).
     """
 
     estimator: str
@@ -44,13 +48,19 @@ class Contract:
     target_scale: np.ndarray | None = None
     target_ndim: int | None = None
     classes: np.ndarray | None = None
+    module: str | None = None
 
-    def module_sizes(self) -> dict[str, int]:
-        """The sizes a module needs to take this contract's inputs and give its outputs."""
+    def module_sizes(self) -> dict[str, int | float]:
+        """What a module needs to take this contract's inputs and give its outputs.
+
+        ``cutoff`` (the graphs' neighbour cutoff, where a radial basis ends)
+        goes only to networks that take it.
+        """
         return {
             "orig_atom_fea_len": self.graph_settings.atom_features.shape[1],
             "nbr_fea_len": len(self.graph_settings.gaussian_centers),
             "n_out": self.n_out,
+            "cutoff": self.graph_settings.cutoff,
         }
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
@@ -65,6 +75,7 @@ class Contract:
             "n_out": self.n_out,
             "target_ndim": self.target_ndim,
             "classes": None if self.classes is None else self.classes.tolist(),
+            "module": self.module,
         }
         try:
             text = json.dumps(meta)
@@ -108,6 +119,7 @@ class Contract:
             target_scale=tensors["target_scale"].cpu().numpy() if scaled else None,
             target_ndim=meta["target_ndim"],
             classes=None if meta["classes"] is None else np.asarray(meta["classes"]),
+            module=meta.get("module"),
         )
 
 

@@ -1,4 +1,4 @@
-"""The CGCNN network in plain torch: gated graph convolutions, pooling and an MLP head."""
+"""The CGCNN network in plain torch: gated graph convolutions, then pooling and an MLP head."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from .edges import (
 )
 from .gaussians import GaussianWindow
 from .graphs import GraphBatch
+from .readout import POOLINGS, CrystalReadout, pool
+
+__all__ = ["CGCNN", "CGConv", "batch_norm", "edge_rows", "pool"]
 
 
 class CGConv(nn.Module):
@@ -154,15 +157,7 @@ def edge_rows(window: GaussianWindow, edge_index: Tensor, n_atoms: int) -> Gauss
     return window
 
 
-def pool(atom_fea: Tensor, graph_index: Tensor, n_graphs: int, how: str) -> Tensor:
-    """Reduce atom vectors to one vector per graph by ``how`` in {"mean", "sum", "max"}."""
-    index = graph_index[:, None].expand_as(atom_fea)
-    out = atom_fea.new_zeros(n_graphs, atom_fea.shape[1])
-    reduce = {"mean": "mean", "sum": "sum", "max": "amax"}[how]
-    return out.scatter_reduce(0, index, atom_fea, reduce=reduce, include_self=False)
-
-
-class CGCNN(nn.Module):
+class CGCNN(CrystalReadout):
     """Crystal Graph Convolutional Neural Network (Xie & Grossman, PRL 120, 145301, 2018).
 
     Embedding of the element features, ``n_conv`` :class:`CGConv` layers,
@@ -194,6 +189,10 @@ class CGCNN(nn.Module):
         reference CGCNN). ``"atom"`` applies the head to every atom and pools
         its outputs last, so each prediction is exactly the sum or mean of
         per-atom contributions (:meth:`atom_outputs`).
+    pool_layers : {"last", "all"}, default="last"
+        Pool the atom vectors of the last convolution (the reference code) or
+        their mean over the embedding and every convolution (the paper's
+        equation, :class:`~skgnn.readout.CrystalReadout`).
     """
 
     _parameter_constraints: dict = {
@@ -203,10 +202,11 @@ class CGCNN(nn.Module):
         "n_conv": [Interval(Integral, 0, None, closed="left")],
         "h_fea_len": [Interval(Integral, 1, None, closed="left")],
         "n_h": [Interval(Integral, 1, None, closed="left")],
-        "pooling": [StrOptions({"mean", "sum", "max"})],
+        "pooling": [StrOptions(set(POOLINGS))],
         "n_out": [Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "readout": [StrOptions({"crystal", "atom"})],
+        "pool_layers": [StrOptions({"last", "all"})],
     }
 
     def __init__(
@@ -221,6 +221,7 @@ class CGCNN(nn.Module):
         n_out: int = 1,
         dropout: float = 0.0,
         readout: str = "crystal",
+        pool_layers: str = "last",
     ) -> None:
         arguments = locals()
         super().__init__()
@@ -231,6 +232,7 @@ class CGCNN(nn.Module):
         )
         self.pooling = pooling
         self.readout = readout
+        self.pool_layers = pool_layers
         self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
         self.convs = nn.ModuleList(CGConv(atom_fea_len, nbr_fea_len) for _ in range(n_conv))
         hidden = [nn.Linear(atom_fea_len, h_fea_len)]
@@ -244,55 +246,23 @@ class CGCNN(nn.Module):
         for layer in (self.embedding, *self.convs, *self.hidden, self.fc_out):
             layer.reset_parameters()
 
-    def forward(self, batch: GraphBatch) -> Tensor:
-        """Predict one row of ``n_out`` values per graph of ``batch``."""
-        if self.readout == "atom":
-            return pool(self.atom_outputs(batch), batch.graph_index, batch.n_graphs, self.pooling)
-        return self.fc_out(self.dropout(self.embed(batch, "hidden")))
-
-    def atom_vectors(self, batch: GraphBatch) -> Tensor:
-        """The atom vectors after the last convolution, shape ``(n_atoms, atom_fea_len)``."""
+    def layer_vectors(self, batch: GraphBatch) -> list[Tensor]:
+        """The atom vectors after the embedding and after each convolution."""
         atom_fea = self.embedding(batch.atom_fea)
         plan = edge_plan(
             batch.edge_features, batch.edge_index, len(atom_fea),
             gradients=torch.is_grad_enabled(), statistics=self.training,
         )  # fmt: skip
+        layers = [atom_fea]
         for conv in self.convs:
-            atom_fea = conv(atom_fea, plan, batch.edge_index)
-        return atom_fea
-
-    def embed(self, batch: GraphBatch, layer: str = "hidden") -> Tensor:
-        """Crystal vectors: after pooling (``"pooled"``) or the head's hidden layers (``"hidden"``).
-
-        With ``readout="atom"`` the head acts on atoms, and the vectors are
-        pooled from its per-atom hidden activations.
-        """
-        if self.readout == "atom":
-            atoms = self._head(self.atom_vectors(batch), layer)
-            return pool(atoms, batch.graph_index, batch.n_graphs, self.pooling)
-        crystal = pool(self.atom_vectors(batch), batch.graph_index, batch.n_graphs, self.pooling)
-        return self._head(crystal, layer)
-
-    def atom_outputs(self, batch: GraphBatch) -> Tensor:
-        """With ``readout="atom"``, each atom's output: pooled, they are the prediction."""
-        if self.readout != "atom":
-            raise ValueError("atom_outputs needs readout='atom'; this network pools first.")
-        return self.fc_out(self.dropout(self._head(self.atom_vectors(batch), "hidden")))
-
-    def _head(self, vectors: Tensor, layer: str) -> Tensor:
-        if layer not in ("pooled", "hidden"):
-            raise ValueError(f"layer must be 'pooled' or 'hidden'; got {layer!r}.")
-        vectors = nn.functional.softplus(vectors)
-        if layer == "pooled":
-            return vectors
-        for hidden in self.hidden:
-            vectors = nn.functional.softplus(hidden(vectors))
-        return vectors
+            layers.append(conv(layers[-1], plan, batch.edge_index))
+        return layers
 
     def __repr__(self) -> str:
         conv = self.convs[0] if len(self.convs) else None
+        layers = "" if self.pool_layers == "last" else f"pool_layers={self.pool_layers!r}, "
         return (
             f"{type(self).__name__}(n_conv={len(self.convs)}, conv={conv!r}, "
             f"n_h={len(self.hidden)}, pooling={self.pooling!r}, readout={self.readout!r}, "
-            f"n_out={self.fc_out.out_features})"
+            f"{layers}n_out={self.fc_out.out_features})"
         )

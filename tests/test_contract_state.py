@@ -117,7 +117,7 @@ def classification_contract(classes) -> Contract:
 
 def test_module_sizes():
     assert regression_contract().module_sizes() == {
-        "orig_atom_fea_len": 3, "nbr_fea_len": 3, "n_out": 2
+        "orig_atom_fea_len": 3, "nbr_fea_len": 3, "n_out": 2, "cutoff": 3.0
     }  # fmt: skip
 
 
@@ -128,7 +128,7 @@ def test_contract_as_tensors():
     meta = json.loads(bytes(tensors["meta"].numpy()).decode())
     assert meta == {
         "format": 1, "estimator": "CGCNNRegressor", "gaussian_width": 0.5, "cutoff": 3.0,
-        "max_neighbors": 12, "n_out": 2, "target_ndim": 2, "classes": None,
+        "max_neighbors": 12, "n_out": 2, "target_ndim": 2, "classes": None, "module": None,
     }  # fmt: skip
     assert _FORMAT == 1
     np.testing.assert_array_equal(tensors["atom_features"].numpy(), TABLE)
@@ -162,6 +162,7 @@ def test_tensors_do_not_share_memory_with_the_settings():
 def test_contract_round_trips_through_tensors(contract):
     back = Contract.from_tensors(contract.to_tensors())
     assert back.estimator == contract.estimator and back.n_out == contract.n_out
+    assert back.module == contract.module
     assert back.target_ndim == contract.target_ndim
     assert back.graph_settings.same_as(contract.graph_settings)
     for name in ("target_mean", "target_scale", "classes"):

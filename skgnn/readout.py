@@ -1,0 +1,81 @@
+"""What every skgnn network ends with: atom vectors pooled per crystal, then an MLP head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .graphs import GraphBatch
+
+POOLINGS = ("mean", "sum", "max")
+
+
+def pool(atom_fea: Tensor, graph_index: Tensor, n_graphs: int, how: str) -> Tensor:
+    """Reduce atom vectors to one vector per graph by ``how`` in {"mean", "sum", "max"}."""
+    index = graph_index[:, None].expand_as(atom_fea)
+    out = atom_fea.new_zeros(n_graphs, atom_fea.shape[1])
+    reduce = {"mean": "mean", "sum": "sum", "max": "amax"}[how]
+    return out.scatter_reduce(0, index, atom_fea, reduce=reduce, include_self=False)
+
+
+class CrystalReadout(nn.Module):
+    r"""Base of skgnn's networks: per-layer atom vectors, pooling and the MLP head.
+
+    A subclass builds ``embedding`` (element features to atom vectors),
+    ``hidden`` (the head's hidden layers), ``dropout`` and ``fc_out``, sets
+    ``pooling``, ``readout`` and ``pool_layers``, and implements
+    :meth:`layer_vectors`. The crystal vector pools the atom vectors of the
+    last layer (``pool_layers="last"``, the reference CGCNN code) or their
+    mean over every layer, the embedding included (``"all"``): for mean
+    pooling that is the CGCNN paper's
+    :math:`\mathbf{v}_c = \mathrm{Pool}(\mathbf{v}^{(0)}_0, \ldots, \mathbf{v}^{(R)}_N)`,
+    which keeps the less smoothed early layers in the crystal vector.
+    """
+
+    #: The head's activation, applied to the pooled vector and after each hidden layer.
+    activation = staticmethod(nn.functional.softplus)
+
+    def layer_vectors(self, batch: GraphBatch) -> list[Tensor]:
+        """The atom vectors after the embedding and after each layer, ``n_layers + 1`` tensors."""
+        raise NotImplementedError
+
+    def atom_vectors(self, batch: GraphBatch) -> Tensor:
+        """The atom vectors that are pooled: the last layer's, or all layers' mean."""
+        layers = self.layer_vectors(batch)
+        if self.pool_layers == "last":
+            return layers[-1]
+        return torch.stack(layers).mean(dim=0)
+
+    def forward(self, batch: GraphBatch) -> Tensor:
+        """Predict one row of ``n_out`` values per graph of ``batch``."""
+        if self.readout == "atom":
+            return pool(self.atom_outputs(batch), batch.graph_index, batch.n_graphs, self.pooling)
+        return self.fc_out(self.dropout(self.embed(batch, "hidden")))
+
+    def embed(self, batch: GraphBatch, layer: str = "hidden") -> Tensor:
+        """Crystal vectors: after pooling (``"pooled"``) or the head's hidden layers (``"hidden"``).
+
+        With ``readout="atom"`` the head acts on atoms, and the vectors are
+        pooled from its per-atom hidden activations.
+        """
+        if self.readout == "atom":
+            atoms = self._head(self.atom_vectors(batch), layer)
+            return pool(atoms, batch.graph_index, batch.n_graphs, self.pooling)
+        crystal = pool(self.atom_vectors(batch), batch.graph_index, batch.n_graphs, self.pooling)
+        return self._head(crystal, layer)
+
+    def atom_outputs(self, batch: GraphBatch) -> Tensor:
+        """With ``readout="atom"``, each atom's output: pooled, they are the prediction."""
+        if self.readout != "atom":
+            raise ValueError("atom_outputs needs readout='atom'; this network pools first.")
+        return self.fc_out(self.dropout(self._head(self.atom_vectors(batch), "hidden")))
+
+    def _head(self, vectors: Tensor, layer: str) -> Tensor:
+        if layer not in ("pooled", "hidden"):
+            raise ValueError(f"layer must be 'pooled' or 'hidden'; got {layer!r}.")
+        vectors = self.activation(vectors)
+        if layer == "pooled":
+            return vectors
+        for hidden in self.hidden:
+            vectors = self.activation(hidden(vectors))
+        return vectors
