@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from tqdm.auto import tqdm
@@ -17,17 +18,36 @@ from .graphs import CrystalGraphs
 from .neighbors import check_elements, structure_to_graph
 from .structures import as_sequence, to_structure
 
-_CHUNK = 256  # structures per joblib task: large enough to amortise pickling
+_CHUNK = 256  # most structures per joblib task: large enough to amortise pickling
+_TASKS_PER_WORKER = 4  # small inputs are cut finer, so every worker of a cluster gets some
 
 
-def _graphs_of(items, first_index, settings):
-    table = resolve_atom_features(settings.pop("atom_features"))
+def _chunk_size(n_items: int, n_workers: int) -> int:
+    """Structures per task: at most :data:`_CHUNK`, and a few tasks for each worker."""
+    if n_workers <= 1:
+        return _CHUNK
+    return max(1, min(_CHUNK, math.ceil(n_items / (_TASKS_PER_WORKER * n_workers))))
+
+
+def _graphs_of(items, first_index: int, table: AtomFeatureTable, settings: dict) -> dict:
+    """The flat arrays (:attr:`CrystalGraphs._ARRAYS`) of one chunk's graphs, built in a worker.
+
+    Only the arrays travel back, as compact as the container holds them; the
+    atom feature table, the same object for every chunk, is not sent back
+    (and joblib's dask backend scatters it to the workers once).
+    """
     graphs = [
-        structure_to_graph(to_structure(item, first_index + i), index=first_index + i, **settings)
+        structure_to_graph(
+            to_structure(item, first_index + i),
+            index=first_index + i,
+            cutoff=settings["cutoff"],
+            max_neighbors=settings["max_neighbors"],
+        )
         for i, item in enumerate(items)
     ]
     check_elements(graphs, table, first_index)
-    return graphs
+    chunk = CrystalGraphs.from_graphs(graphs, atom_feature_values=table.values, **settings)
+    return {name: getattr(chunk, name) for name in CrystalGraphs._ARRAYS}
 
 
 class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -172,31 +192,45 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
             index and what is wrong.
         """
         self._validate_params()
-        centers = self._gaussian_centers()
-        table = resolve_atom_features(self.atom_features)
         items = as_sequence(X)
         if not items:
             raise ValueError("X is empty; pass at least one structure.")
+        with tqdm(
+            total=len(items), unit="structure", desc="crystal graphs", disable=not self.verbose
+        ) as progress:
+            parts = []
+            for part in self._graph_chunks(items, first_index=0):
+                parts.append(part)
+                progress.update(len(part))
+        return parts[0] if len(parts) == 1 else CrystalGraphs.concatenate(parts)
+
+    def _graph_chunks(self, items: list, first_index: int) -> Iterator[CrystalGraphs]:
+        """The graphs of ``items``, in order, one container per joblib task as it finishes.
+
+        ``first_index`` is the position of ``items[0]`` in the user's ``X``,
+        named in errors. Each task builds the graphs of one chunk of
+        structures (a structure file or CIF text is read there, not here) and
+        sends back only its flat arrays. Parameters are checked at the call,
+        before any task runs.
+        """
+        self._validate_params()
+        centers = self._gaussian_centers()
+        table = resolve_atom_features(self.atom_features)
+        width = self.gaussian_step if self.gaussian_width is None else self.gaussian_width
         settings = {
+            "gaussian_centers": centers,
+            "gaussian_width": float(width),
             "cutoff": float(self.cutoff),
             "max_neighbors": int(self.max_neighbors),
-            "atom_features": table,
         }
-        starts = range(0, len(items), _CHUNK)
-        tasks = (delayed(_graphs_of)(items[s : s + _CHUNK], s, dict(settings)) for s in starts)
-        chunks = Parallel(n_jobs=self.n_jobs, return_as="generator")(tasks)
-        if self.verbose:
-            chunks = tqdm(chunks, total=len(starts), unit="chunk", desc="crystal graphs")
-        graphs = [graph for chunk in chunks for graph in chunk]
-        width = self.gaussian_step if self.gaussian_width is None else self.gaussian_width
-        return CrystalGraphs.from_graphs(
-            graphs,
-            atom_feature_values=table.values,
-            gaussian_centers=centers,
-            gaussian_width=float(width),
-            cutoff=float(self.cutoff),
-            max_neighbors=int(self.max_neighbors),
+        size = _chunk_size(len(items), effective_n_jobs(self.n_jobs))
+        tasks = (
+            delayed(_graphs_of)(items[s : s + size], first_index + s, table, settings)
+            for s in range(0, len(items), size)
         )
+        results = Parallel(n_jobs=self.n_jobs, return_as="generator")(tasks)
+        return (CrystalGraphs(**arrays, atom_feature_values=table.values, **settings)
+                for arrays in results)  # fmt: skip
 
     def set_output(self, *, transform=None) -> CrystalGraphTransformer:
         """Accept and ignore an output container: graphs are not a table.
