@@ -109,3 +109,26 @@ def test_flush_denormals_restores_a_thread_that_was_flushing(no_flushing):
         assert flushes_denormals()
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_training_flushes_subnormals_in_its_loop_and_restores_the_mode(jdft2d_graphs, no_flushing):
+    from skorch.callbacks import Callback
+
+    from skgnn import CGCNNRegressor
+
+    class FlushingSeen(Callback):
+        def initialize(self):
+            self.seen = []
+            return self
+
+        def on_batch_end(self, net, **kwargs):
+            self.seen.append(flushes_denormals())
+
+    graphs, y = jdft2d_graphs
+    seen = FlushingSeen()
+    CGCNNRegressor(max_epochs=1, batch_size=32, callbacks=[seen], random_state=0).fit(
+        graphs[:64], y[:64]
+    )
+    if torch.set_flush_denormal(False):  # the processor has the mode
+        assert seen.seen == [True, True]
+    assert not flushes_denormals()
