@@ -21,19 +21,31 @@ from .fingerprint import data_fingerprint
 from .graph_cache import GraphCache
 from .objective import CVObjective
 from .search import compare, summarize, tune
-from .spaces import cgcnn_space, params_within, rf_scm_magpie_space, strong_tabular_space, suggest
+from .spaces import (
+    ArchitectureChoice,
+    architecture_space,
+    cgcnn_space,
+    message_space,
+    params_within,
+    rf_scm_magpie_space,
+    strong_tabular_space,
+    suggest,
+)
 from .studies import bind_study, finished_trials, open_study, study_record
 
 __all__ = [
+    "ArchitectureChoice",
     "CVObjective",
     "GraphCache",
     "StudyMismatchError",
     "StudyStorageError",
+    "architecture_space",
     "bind_study",
     "cgcnn_space",
     "compare",
     "data_fingerprint",
     "finished_trials",
+    "message_space",
     "open_study",
     "params_within",
     "rf_scm_magpie_space",
