@@ -5,6 +5,7 @@ from .graphs import CrystalGraph, CrystalGraphs
 from .message import MessageNet
 from .module import CGCNN, CGConv
 from .regressor import CGCNNRegressor
+from .store import GraphStore, write_graph_store
 from .transformer import CrystalGraphTransformer
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "CrystalGraph",
     "CrystalGraphTransformer",
     "CrystalGraphs",
+    "GraphStore",
     "MessageNet",
+    "write_graph_store",
 ]
 __version__ = "0.1.0"
