@@ -218,25 +218,30 @@ class CrystalGraphNetMixin(TransformerMixin):
         validate_parameter_constraints(
             self._parameter_constraints, self.get_params(deep=False), caller_name=name
         )
-        module = resolve_module(self.module, name)
-        module_params = self._prefixed_params_for("module")
-        accepted = accepted_arguments(module)
-        unknown = [key for key in module_params if accepted is not None
-                   and key[len("module__") :] not in accepted]  # fmt: skip
-        if unknown:
-            raise ValueError(
-                f"{unknown[0]} is not a parameter of {module.__name__}, the network of this "
-                f"{name}; it takes {sorted(accepted - {'self'})}."
-            )
+        module = self._network()
         module_constraints = getattr(module, "_parameter_constraints", {})
         validate_parameter_constraints(
             {f"module__{k}": v for k, v in module_constraints.items()},
-            module_params,
+            self._prefixed_params_for("module"),
             caller_name=name,
         )
         graphs = check_graphs(X, name)
         y = self._check_targets(graphs, y)
         return graphs, y, check_sample_weight(sample_weight, len(graphs))
+
+    def _network(self) -> type[torch.nn.Module]:
+        """The network class ``module`` names, after checking that it takes every ``module__*``."""
+        name = type(self).__name__
+        network = resolve_module(self.module, name)
+        accepted = accepted_arguments(network)
+        unknown = [key for key in self.get_params_for("module")
+                   if accepted is not None and key not in accepted]  # fmt: skip
+        if unknown:
+            raise ValueError(
+                f"module__{unknown[0]} is not a parameter of {network.__name__}, the network "
+                f"of this {name}; it takes {sorted(accepted)}."
+            )
+        return network
 
     def _prefixed_params_for(self, prefix: str) -> dict:
         """``get_params_for(prefix)`` with the prefix kept in the keys, as messages name them."""
@@ -306,7 +311,7 @@ class CrystalGraphNetMixin(TransformerMixin):
 
     def initialize_module(self):
         contract = self.__dict__.pop("_pending_contract", None)
-        network = resolve_module(self.module, type(self).__name__)
+        network = self._network()
         sizes = contract.module_sizes() if contract is not None else {}
         accepted = accepted_arguments(network)
         if accepted is not None:  # a cutoff for the networks that take one
