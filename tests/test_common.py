@@ -45,6 +45,9 @@ def expected_failed_checks(estimator) -> dict[str, str]:
     return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
 
 
+MESSAGE = {"module": "message", "module__edge_width": 16}  # the stronger network, as small
+
+
 def tiny_classifier(**params):
     defaults = dict(max_epochs=2, batch_size=32, module__atom_fea_len=16, module__h_fea_len=16,
                     module__n_conv=2, random_state=0)  # fmt: skip
@@ -65,6 +68,8 @@ ESTIMATORS_OF_STRUCTURES = [
     CrystalGraphTransformer(),
     CGCNNRegressor(),
     CGCNNClassifier(),
+    CGCNNRegressor(module="message"),
+    CGCNNClassifier(module="message"),
     StructureFeaturizer(),
 ]
 
@@ -85,6 +90,8 @@ DATA_FREE_CHECKS = [
 def _data_free_cases():
     for estimator in ESTIMATORS_OF_STRUCTURES:
         name = type(estimator).__name__
+        if getattr(estimator, "module", None) == "message":
+            name += "(module='message')"
         for check in DATA_FREE_CHECKS:
             reason = expected_failed_checks(estimator).get(check)
             marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
@@ -117,11 +124,16 @@ def _fitted_cases(jdft2d, jdft2d_graphs):
         "transformer": (CrystalGraphTransformer(), structures[:20], None, "transform"),
         "regressor": (tiny_regressor(max_epochs=2), graphs[:40], y[:40], "predict"),
         "classifier": (tiny_classifier(), graphs[:40], labels[:40], "predict_proba"),
+        "message_regressor": (tiny_regressor(max_epochs=2, **MESSAGE), graphs[:40], y[:40],
+                              "predict"),
+        "message_classifier": (tiny_classifier(**MESSAGE), graphs[:40], labels[:40],
+                               "predict_proba"),
         "featurizer": (featurizer, structures[:10], None, "transform"),
-    }
+    }  # fmt: skip
 
 
-CASES = ["transformer", "regressor", "classifier", "featurizer"]
+NETS = ["regressor", "classifier", "message_regressor", "message_classifier"]
+CASES = ["transformer", *NETS, "featurizer"]
 
 
 def _as_array(output) -> np.ndarray:
@@ -180,14 +192,14 @@ def test_fit_returns_self_and_keeps_parameters(case, jdft2d, jdft2d_graphs):
         assert after[key] is value or after[key] == value, key
 
 
-@pytest.mark.parametrize("case", ["regressor", "classifier"])
+@pytest.mark.parametrize("case", NETS)
 def test_fit_idempotent(case, jdft2d, jdft2d_graphs):
     estimator, X, y, method = _fitted_cases(jdft2d, jdft2d_graphs)[case]
     first = getattr(estimator.fit(X, y), method)(X)
     np.testing.assert_array_equal(getattr(estimator.fit(X, y), method)(X), first)
 
 
-@pytest.mark.parametrize("case", ["regressor", "classifier", "featurizer"])
+@pytest.mark.parametrize("case", [*NETS, "featurizer"])
 def test_estimators_unfitted(case, jdft2d, jdft2d_graphs):
     estimator, X, _, method = _fitted_cases(jdft2d, jdft2d_graphs)[case]
     with pytest.raises(NotFittedError):
