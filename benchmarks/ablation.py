@@ -1,0 +1,203 @@
+"""Ablation of MessageNet's ingredients, one at a time, against the CGCNN (issue #14).
+
+    python -m benchmarks.ablation                                   # every row, both tasks
+    python -m benchmarks.ablation --task matbench_jdft2d --rows cgcnn,message,neighbors_12
+    python -m benchmarks.ablation --subsample 100 --max-epochs 2 --out /tmp/ablation  # smoke
+
+Rows: ``cgcnn`` (the default CGCNN), ``message`` (MessageNet as the Matbench ``message``
+row trains it: 24 neighbours, edge MLP of 2 layers of 128, sum aggregation, Gaussians,
+200 epochs, MAE loss) and one change of ``message`` each: ``neighbors_12``,
+``edge_layers_1``, ``edge_layers_3``, ``mean``, ``radial`` (smooth-cutoff sine basis),
+``pool_all`` (pool the mean of all layers), ``huber`` (the CGCNN's loss), ``epochs_100`` and
+``epochs_400`` (schedule length). Tasks: jdft2d on its 5 official folds, perovskites on
+official fold 0 (``--folds`` overrides). Each row and fold records the test MAE, seconds
+per epoch, the fit's total seconds and the network's parameter count, and is written to
+``benchmarks/results/ablation/ablation.json`` as soon as it ends; a rerun skips what is
+done with the same settings. ``ablation.md`` is the table (mean over the folds run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import make_pipeline
+
+from skgnn import CGCNNRegressor, CrystalGraphTransformer
+from skgnn.model_selection import MatbenchKFold
+
+from .common import RESULTS, data_home, machine, write_json
+from .leaderboard import LEADERBOARD_MAE, UNITS
+from .matbench import MESSAGE_NET, load_task, message_pipeline, model_params, run_fold
+
+FOLDER = RESULTS / "ablation"
+TASK_FOLDS = {"matbench_jdft2d": [0, 1, 2, 3, 4], "matbench_perovskites": [0]}
+
+
+def _cgcnn(fold: int, epochs: int | None) -> BaseEstimator:
+    extra = {"max_epochs": epochs} if epochs else {}
+    return make_pipeline(CrystalGraphTransformer(), CGCNNRegressor(random_state=fold, **extra))
+
+
+def _message(transformer: dict | None = None, scale_epochs: float = 1.0, **net) -> Callable:
+    def build(fold: int, epochs: int | None) -> BaseEstimator:
+        schedule = max(1, round((epochs or MESSAGE_NET["max_epochs"]) * scale_epochs))
+        return message_pipeline(fold, transformer, **{**net, "max_epochs": schedule})
+
+    return build
+
+
+#: Row name -> (what changes, factory(fold, max_epochs override or None)).
+ROWS: dict[str, tuple[str, Callable[[int, int | None], BaseEstimator]]] = {
+    "cgcnn": ("the CGCNN, skgnn's defaults (12 neighbours, 100 epochs)", _cgcnn),
+    "message": ("MessageNet, the Matbench row's settings", _message()),
+    "neighbors_12": ("12 neighbours instead of 24", _message({"max_neighbors": 12})),
+    "edge_layers_1": ("edge MLP of 1 layer", _message(module__edge_layers=1)),
+    "edge_layers_3": ("edge MLP of 3 layers", _message(module__edge_layers=3)),
+    "mean": ("mean aggregation instead of sum", _message(module__aggregation="mean")),
+    "radial": ("smooth-cutoff radial basis (16) instead of Gaussians",
+               _message(module__edge_basis="radial")),
+    "pool_all": ("pool the mean of all layers", _message(module__pool_layers="all")),
+    "huber": ("Huber loss (the CGCNN's) instead of MAE",
+              _message(criterion=torch.nn.SmoothL1Loss)),
+    "epochs_100": ("half the schedule", _message(scale_epochs=0.5)),
+    "epochs_400": ("twice the schedule", _message(scale_epochs=2.0)),
+}  # fmt: skip
+
+
+def parameter_count(pipeline: BaseEstimator) -> int:
+    """Trainable parameters of the fitted network (the contract's tensors are not parameters)."""
+    return sum(p.numel() for p in pipeline[-1].module_.parameters())
+
+
+def run_row(task: str, row: str, args, X, y, splits, results: dict, save) -> None:
+    """Run ``row`` on the task's folds, skipping folds stored with the same settings."""
+    what, factory = ROWS[row]
+    stored = results["tasks"].setdefault(task, {}).setdefault(row, {"what": what, "folds": {}})
+    for fold in args.folds or TASK_FOLDS[task]:
+        estimator = factory(fold, args.max_epochs)
+        params = model_params(estimator)
+        done = stored["folds"].get(str(fold))
+        if done is not None and done["params"] == params:
+            print(f"{task} {row:>14} fold {fold}: done before, MAE {done['mae']:.4g}", flush=True)
+            continue
+        record, fitted = run_fold(estimator, X, y, *splits[fold])
+        history = fitted[-1].history
+        # skorch times each epoch; the fit's total also holds building the graphs
+        per_epoch = float(np.mean(history[:, "dur"]))
+        stored["folds"][str(fold)] = {
+            "mae": record["mae"], "fit_s": record["fit_s"], "epochs": len(history),
+            "seconds_per_epoch": per_epoch, "parameters": parameter_count(fitted),
+            "peak_rss_mb": record["peak_rss_mb"], "n_train": record["n_train"],
+            "params": params,
+        }  # fmt: skip
+        save()
+        print(
+            f"{task} {row:>14} fold {fold}: MAE {record['mae']:.4g}, "
+            f"{per_epoch:.2f} s/epoch, fit {record['fit_s']:.0f} s",
+            flush=True,
+        )
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        "# Ablation: MessageNet's ingredients one at a time (issue #14)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['packages']['torch']} with "
+        f"{m['torch_threads']} threads. Command: `{results['command']}`.",
+        "Each row changes one setting of `message` (MessageNet as `python -m benchmarks.matbench "
+        "--models message` trains it). MAE: mean ± std over the folds run (official Matbench "
+        "v0.1 folds); time: seconds per epoch (skorch's epoch time, mean over folds) and the "
+        "total fit time (graphs built included).",
+    ]
+    if results["data"].get("subsample"):
+        lines += ["", f"**Smoke run: {results['data']['subsample']} rows subsampled before "
+                  "splitting; not comparable with the leaderboard.**"]  # fmt: skip
+    for task, rows in results["tasks"].items():
+        unit = UNITS.get(task, "")
+        lines += ["", f"## {task}", "",
+                  f"| row | change | folds | MAE ({unit}) | s / epoch | epochs | fit total | "
+                  "parameters |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for row, stored in rows.items():
+            folds = list(stored["folds"].values())
+            if not folds:
+                continue
+            mae = np.array([f["mae"] for f in folds])
+            lines.append(
+                f"| {row} | {stored['what']} | {len(folds)} | {mae.mean():.4g} ± {mae.std():.2g} "
+                f"| {np.mean([f['seconds_per_epoch'] for f in folds]):.2f} "
+                f"| {folds[0]['epochs']} | {sum(f['fit_s'] for f in folds):.0f} s "
+                f"| {folds[0]['parameters']:,} |"
+            )
+        for name in ("CGCNN", "ALIGNN", "coGN"):
+            if name in LEADERBOARD_MAE.get(task, {}):
+                lines.append(f"| {name} (Matbench leaderboard) | | 5 | "
+                             f"{LEADERBOARD_MAE[task][name]:.4g} | | | | |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="all", help=f"one of {sorted(TASK_FOLDS)}, or all")
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"comma-separated, from {list(ROWS)}"
+    )
+    parser.add_argument("--folds", default=None, help="override, e.g. 0 or 0,1,2,3,4")
+    parser.add_argument(
+        "--max-epochs", type=int, default=None,
+        help="epochs of every row (the epochs_* rows scale it); smoke runs",
+    )  # fmt: skip
+    parser.add_argument("--subsample", default=None, help="rows (100) or a fraction; smoke runs")
+    parser.add_argument("--data-home", default=None)
+    parser.add_argument("--out", type=Path, default=None, help=f"default {FOLDER}")
+    args = parser.parse_args(argv)
+    args.tasks = list(TASK_FOLDS) if args.task == "all" else [args.task]
+    unknown = [t for t in args.tasks if t not in TASK_FOLDS]
+    if unknown:
+        parser.error(f"unknown task {unknown[0]!r}; choose from {sorted(TASK_FOLDS)} or all")
+    args.rows = args.rows.split(",")
+    unknown = [r for r in args.rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown row {unknown[0]!r}; choose from {list(ROWS)}")
+    args.folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    folder = args.out or FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ablation.json"
+    data = {"subsample": args.subsample}
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if results.get("data") != data:  # other rows of data: start afresh, keep the old file aside
+        if path.exists():
+            path.replace(folder / "ablation.replaced.json")
+        results = {"data": data, "tasks": {}}
+    command = "python -m benchmarks.ablation " + " ".join(argv or [])
+    results.update(machine=machine(), command=command.strip())
+
+    def save() -> None:
+        write_json(path, results, indent=1)
+        (folder / "ablation.md").write_text(render(results))
+
+    home = data_home(args.data_home)
+    for task in args.tasks:
+        X, y, _ = load_task(task, home, args.subsample)
+        splits = list(MatbenchKFold().split(np.zeros(len(y))))
+        for row in args.rows:
+            run_row(task, row, args, X, y, splits, results, save)
+    save()
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
