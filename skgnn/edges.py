@@ -187,9 +187,16 @@ class EdgeConvolution(torch.autograd.Function):
         w_atoms = weight[:, : 2 * n].reshape(n_out, 2, n).transpose(0, 1).reshape(2 * n_out, n)
         w_edge = weight[:, 2 * n :]
         atom_terms = (atom_fea @ w_atoms.T).view(n_atoms, 2, n_out)
+        combined = None
         if batch_statistics:
             mean, var, statistics = _batch_statistics(atom_terms, w_edge, bias, plan)
-            update_running_statistics(bn, mean, var, plan.n_edges)
+            count = plan.n_edges
+            # a BatchNorm over several processes' shards (skgnn.synced_batchnorm) combines them
+            combine = getattr(bn, "combine_moments", None)
+            combined = combine(mean, var, count) if combine is not None else None
+            if combined is not None:
+                mean, var, count = combined.mean, combined.var, combined.count
+            update_running_statistics(bn, mean, var, count)
         else:
             mean, var, statistics = bn.running_mean, bn.running_var, None
         inv_std = torch.rsqrt(var + bn.eps)
@@ -209,6 +216,7 @@ class EdgeConvolution(torch.autograd.Function):
         ctx.save_for_backward(gate_filter, core_softplus, core_sigmoid, atom_fea, w_atoms,
                               atom_terms, w_edge, bias, mean, scale, inv_std)  # fmt: skip
         ctx.plan, ctx.statistics = plan, statistics
+        ctx.combined, ctx.bn = combined, bn
         return summed
 
     @staticmethod
@@ -241,6 +249,8 @@ class EdgeConvolution(torch.autograd.Function):
         if ctx.statistics is not None:
             grad_mean = -grad_bias
             grad_var = -0.5 * grad_scale * scale * inv_std.square()
+            if ctx.combined is not None:  # to this shard's moments, from the whole batch's
+                grad_mean, grad_var = ctx.bn.local_gradients(ctx.combined, grad_mean, grad_var)
             _batch_statistics_backward(ctx.statistics, grad_mean, grad_var, w_edge, plan,
                                        grad_atom_terms, grad_w_edge)  # fmt: skip
             grad_bias = grad_bias + grad_mean
