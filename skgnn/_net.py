@@ -264,9 +264,9 @@ class CrystalGraphNetMixin(TransformerMixin):
             None if sample_weight is None else torch.from_numpy(sample_weight),
         )
         self.notify("on_train_begin", X=dataset, y=encoded)
-        # the graphs make no subnormal floats, but Adam's moments of weights that stop getting
-        # gradients (rare elements' columns) decay 0.9**step towards them; Intel cores take ~100x
-        # longer per subnormal operand, so training flushes them to zero
+        # the graphs make no subnormal floats, but Adam's first moment of a weight that gets no
+        # gradient for ~750 batches (a rare element's column, in a large dataset) decays 0.9 a
+        # step into them; Intel cores take ~100x longer per subnormal operand
         with flush_denormals():
             try:
                 self.fit_loop(dataset, encoded, _routing_method=routing, **fit_params)
