@@ -1,0 +1,84 @@
+"""The issue #14 benchmark scripts (ablation, oversmoothing, --models message), on subsamples."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import ablation, matbench, oversmoothing
+from skgnn import MessageNet
+
+from .conftest import MATBENCH
+
+SMOKE = ["--subsample", "40", "--folds", "0", "--max-epochs", "1", "--data-home", str(MATBENCH)]
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablation")
+    argv = [*SMOKE, "--task", "matbench_jdft2d", "--rows", "cgcnn,message,epochs_400"]
+    ablation.main([*argv, "--out", str(out)])
+    return out, argv
+
+
+def test_ablation_records_each_row_and_fold(ablation_run):
+    out, _ = ablation_run
+    results = json.loads((out / "ablation.json").read_text())
+    rows = results["tasks"]["matbench_jdft2d"]
+    assert list(rows) == ["cgcnn", "message", "epochs_400"]
+    message = rows["message"]["folds"]["0"]
+    assert message["epochs"] == 1 and rows["epochs_400"]["folds"]["0"]["epochs"] == 2
+    assert message["parameters"] == sum(
+        p.numel() for p in MessageNet(edge_width=128, nbr_fea_len=33).parameters()
+    )
+    assert message["params"]["crystalgraphtransformer__max_neighbors"] == "24"
+    assert 0 < message["seconds_per_epoch"] < message["fit_s"]
+    markdown = (out / "ablation.md").read_text()
+    assert "| message | MessageNet, the Matbench row's settings | 1 |" in markdown
+    assert "Smoke run: 40 rows" in markdown
+
+
+def test_ablation_resumes_without_refitting(ablation_run, monkeypatch):
+    out, argv = ablation_run
+    before = (out / "ablation.json").read_text()
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a finished row was fitted again")
+
+    monkeypatch.setattr(ablation, "run_fold", refit)
+    ablation.main([*argv, "--out", str(out)])
+    after = json.loads((out / "ablation.json").read_text())
+    assert after["tasks"] == json.loads(before)["tasks"]
+
+
+def test_oversmoothing_writes_mae_and_spread_per_depth(tmp_path):
+    argv = [*SMOKE[:2], "--max-epochs", "1", "--data-home", str(MATBENCH)]
+    oversmoothing.main([*argv, "--depths", "1,2", "--networks", "cgcnn_all,message_last",
+                        "--out", str(tmp_path)])  # fmt: skip
+    results = json.loads((tmp_path / "oversmoothing.json").read_text())
+    runs = results["runs"]["message_last"]
+    assert sorted(runs) == ["1", "2"]
+    record = runs["2"]["0"]
+    assert len(record["spread_by_layer"]["distance"]) == 3  # layer 0 and two layers
+    assert record["spread_by_layer"]["distance"][0] == pytest.approx(1.0)
+    assert record["spread_last"] == record["spread_by_layer"]["distance"][-1] > 0
+    assert (tmp_path / "oversmoothing.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| cgcnn_all | 2 | 1 |" in (tmp_path / "oversmoothing.md").read_text()
+
+
+def test_mean_pairwise_distance_by_hand():
+    import torch
+
+    vectors = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 4.0]])
+    # pairs: 5, 4, 3, each counted twice over 3 * 2 ordered pairs
+    assert oversmoothing._mean_pairwise_distance(vectors) == pytest.approx(4.0)
+
+
+def test_matbench_harness_runs_the_message_row(tmp_path):
+    argv = ["--subsample", "40", "--folds", "0", "--max-epochs", "1", "--models", "message",
+            "--data-home", str(MATBENCH), "--out", str(tmp_path)]  # fmt: skip
+    results = matbench.main(argv)
+    record = results["models"]["message"]["folds"]["0"]
+    assert record["params"]["cgcnnregressor__module"] == "'message'"
+    assert record["params"]["cgcnnregressor__criterion"] == "torch.nn.modules.loss.L1Loss"
+    assert np.isfinite(record["mae"])
