@@ -34,7 +34,7 @@ from skgnn.model_selection import MatbenchKFold
 
 from .common import RESULTS, data_home, machine, write_json
 from .leaderboard import UNITS
-from .matbench import load_task, message_pipeline, model_params, run_fold
+from .matbench import load_task, message_epochs, message_pipeline, model_params, run_fold
 
 FOLDER = RESULTS / "oversmoothing"
 TASK = "matbench_jdft2d"
@@ -55,7 +55,7 @@ def _message(pool_layers: str) -> Callable[[int, int, int | None], BaseEstimator
     def build(fold: int, depth: int, epochs: int | None) -> BaseEstimator:
         return message_pipeline(
             fold, module__n_conv=depth, module__pool_layers=pool_layers,
-            **({"max_epochs": epochs} if epochs else {}),
+            max_epochs=epochs or message_epochs(TASK),
         )  # fmt: skip
 
     return build

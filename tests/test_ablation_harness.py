@@ -16,7 +16,7 @@ SMOKE = ["--subsample", "40", "--folds", "0", "--max-epochs", "1", "--data-home"
 @pytest.fixture(scope="module")
 def ablation_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation")
-    argv = [*SMOKE, "--task", "matbench_jdft2d", "--rows", "cgcnn,message,epochs_400"]
+    argv = [*SMOKE, "--task", "matbench_jdft2d", "--rows", "cgcnn,message,epochs_double"]
     ablation.main([*argv, "--out", str(out)])
     return out, argv
 
@@ -25,9 +25,9 @@ def test_ablation_records_each_row_and_fold(ablation_run):
     out, _ = ablation_run
     results = json.loads((out / "ablation.json").read_text())
     rows = results["tasks"]["matbench_jdft2d"]
-    assert list(rows) == ["cgcnn", "message", "epochs_400"]
+    assert list(rows) == ["cgcnn", "message", "epochs_double"]
     message = rows["message"]["folds"]["0"]
-    assert message["epochs"] == 1 and rows["epochs_400"]["folds"]["0"]["epochs"] == 2
+    assert message["epochs"] == 1 and rows["epochs_double"]["folds"]["0"]["epochs"] == 2
     assert message["parameters"] == sum(
         p.numel() for p in MessageNet(edge_width=128, nbr_fea_len=33).parameters()
     )
