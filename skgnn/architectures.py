@@ -29,6 +29,8 @@ def resolve_module(module, estimator_name: str) -> type[nn.Module]:
         return ARCHITECTURES[module]
     if isinstance(module, type) and issubclass(module, nn.Module):
         return module
+    if isinstance(module, nn.Module):  # skorch rebuilds an instance from its class with sizes
+        return type(module)
     raise ValueError(
         f"The 'module' parameter of {estimator_name} must be one of {sorted(ARCHITECTURES)} "
         f"or a torch module class. Got {module!r} instead."

@@ -121,8 +121,7 @@ class MessageLayer(nn.Module):
         hidden = nn.functional.silu(self.first(z))
         for layer in self.edge_mlp:
             hidden = nn.functional.silu(layer(hidden))
-        summed = torch.zeros(len(atom_fea), hidden.shape[1], dtype=hidden.dtype)
-        summed.index_add_(0, center, hidden)
+        summed = hidden.new_zeros(len(atom_fea), hidden.shape[1]).index_add_(0, center, hidden)
         if self.aggregation == "mean":
             degree = torch.bincount(center, minlength=len(atom_fea)).clamp_(min=1)
             summed = summed / degree[:, None]

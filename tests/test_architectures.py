@@ -12,6 +12,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from skgnn import CGCNN, CGCNNClassifier, CrystalGraphTransformer, MessageNet
+from skgnn.architectures import accepted_arguments, qualified_name, resolve_module
 from skgnn.exceptions import IncompatibleModelError
 from skgnn.tuning import ArchitectureChoice, architecture_space, params_within, tune
 
@@ -228,3 +229,13 @@ def test_the_architecture_space_starts_from_the_estimator():
     assert start["cgcnnregressor__module"] == "message"
     assert start["message:cgcnnregressor__module__edge_layers"] == 2  # MessageNet's default
     assert not any(key.startswith("cgcnn:") for key in start)
+
+
+def test_module_values_resolve_to_network_classes():
+    assert resolve_module("cgcnn", "X") is CGCNN and resolve_module(MessageNet, "X") is MessageNet
+    assert resolve_module(MessageNet(n_conv=1), "X") is MessageNet  # skorch rebuilds instances
+    with pytest.raises(ValueError, match=r"Got <class 'int'> instead"):
+        resolve_module(int, "CGCNNRegressor")
+    assert qualified_name(MessageNet) == "skgnn.message.MessageNet"
+    assert accepted_arguments(CGCNN) >= {"n_conv", "pool_layers", "nbr_fea_len"}
+    assert "cutoff" not in accepted_arguments(CGCNN) and "cutoff" in accepted_arguments(MessageNet)
