@@ -6,6 +6,9 @@ and the weights are compared with a single-process fit from the same seed.
 """
 
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,9 +29,13 @@ from skgnn.synced_batchnorm import (
 from .conftest import tiny_regressor
 from .distributed_worker import FirstGradients, observed, run_ranks
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # float32 sums taken in another order (shards, then across processes) differ by ~1e-7 of
 # their size; a step's gradients and two epochs' losses are compared at 1e-4 of theirs
 RTOL, ATOL = 1e-4, 1e-6
+# over 30 epochs with Adam the two-process curve drifted 1.8e-4 (relative) from the
+# single-process one, while three seeds spread by 16% (benchmarks/results/distributed)
 CURVE_RTOL = 1e-3
 JOBS = {"whole-batch BN": (False, True), "weighted": (True, True), "per-shard BN": (False, False)}
 
@@ -277,4 +284,31 @@ def test_the_documented_call_follows_the_single_process_loss_curve():
     np.testing.assert_allclose(
         net.history[:, "train_loss"], single.history[:, "train_loss"], rtol=CURVE_RTOL
     )
-    np.testing.assert_allclose(net.predict(graphs), single.predict(graphs), rtol=CURVE_RTOL)
+    # predictions drifted 0.09 meV/atom there, where other seeds move them by 130
+    np.testing.assert_allclose(net.predict(graphs), single.predict(graphs), atol=0.01 * y.std())
+
+
+@pytest.mark.slow
+def test_under_torchrun_each_process_trains_as_one_rank(tmp_path):
+    """The example script under torchrun, against a single-process fit of the same rows."""
+    from matminer.datasets import load_dataset
+
+    from skgnn import CrystalGraphTransformer
+    from skgnn.datasets import DATA_HOME
+
+    out = tmp_path / "model.pkl"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "examples/train_distributed.py", "--rows", "60",
+               "--max-epochs", "3", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test MAE" in done.stdout
+    model = pickle.loads(out.read_bytes())
+
+    df = load_dataset("matbench_jdft2d", data_home=DATA_HOME).sample(frac=1, random_state=0)
+    graphs = CrystalGraphTransformer().fit_transform(df["structure"].iloc[:60])
+    y = df["exfoliation_en"].to_numpy()[:60]
+    single = CGCNNRegressor(max_epochs=3, random_state=0).fit(graphs, y)
+    np.testing.assert_allclose(
+        model.history[:, "train_loss"], single.history[:, "train_loss"], rtol=CURVE_RTOL
+    )
