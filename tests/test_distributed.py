@@ -245,6 +245,40 @@ def test_cgcnn_with_synced_batch_norms_in_a_group_of_one_is_unchanged(group_of_o
         torch.testing.assert_close(dict(synced.named_buffers())[name], buffer)
 
 
+@pytest.mark.parametrize(
+    "estimator, params",
+    [("regressor", {"validation_fraction": 0.25, "patience": 1, "max_epochs": 4}),
+     ("regressor", {"sample_weight": True}),
+     ("classifier", {})],
+    ids=["early stopping", "sample weights", "classifier"],
+)  # fmt: skip
+def test_a_fit_in_a_group_of_one_is_the_plain_fit(group_of_one, data, estimator, params):
+    """The whole distributed path (sharded loader, DDP, callbacks) on one process."""
+    from skgnn import CGCNNClassifier
+
+    graphs, y, weight = data
+    params = dict(params)
+    weight = weight if params.pop("sample_weight", False) else None
+    if estimator == "classifier":
+        y = (y > np.median(y)).astype(int)
+
+    def make():
+        if estimator == "classifier":
+            return CGCNNClassifier(max_epochs=2, batch_size=15, random_state=0,
+                                   module__atom_fea_len=16, module__h_fea_len=16)  # fmt: skip
+        return tiny_regressor(batch_size=15, **params)
+
+    plain = make().fit(graphs, y, sample_weight=weight)
+    model = fit(make(), graphs, y, sample_weight=weight)
+    for key in ("train_loss", "valid_loss"):
+        if key in plain.history[-1]:
+            np.testing.assert_allclose(model.history[:, key], plain.history[:, key], rtol=1e-5)
+    assert len(model.history) == len(plain.history)
+    predict = "predict_proba" if estimator == "classifier" else "predict"
+    np.testing.assert_allclose(getattr(model, predict)(graphs), getattr(plain, predict)(graphs),
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+
+
 def test_a_batch_too_small_to_share_joins_another():
     atoms = np.array([1, 1, 1, 1, 3, 3, 3])
     edges = np.full(7, 12)
