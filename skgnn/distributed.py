@@ -219,6 +219,11 @@ def fit(estimator, X, y, *, sample_weight=None, n_processes: int | None = None,
             dist.destroy_process_group()
     if n_processes is None:
         n_processes = torch.cuda.device_count() if backend == "nccl" else 2
+    if len(graphs) < n_processes:
+        raise ValueError(
+            f"{len(graphs)} structures cannot be shared by {n_processes} processes; "
+            "each needs at least one in every batch."
+        )
     fitted = _spawn(args, n_processes, backend)
     estimator.__dict__.clear()
     estimator.__dict__.update(fitted.__dict__)

@@ -136,6 +136,14 @@ def test_bad_input_is_refused_before_any_process_starts():
         fit(CGCNNRegressor(), [1.0, 2.0], [1.0, 2.0], n_processes=2)
 
 
+def test_fewer_structures_than_processes_are_refused_before_any_process_starts(data):
+    graphs, y, _ = data
+    model = tiny_regressor()
+    with pytest.raises(ValueError, match="3 structures cannot be shared by 4 processes"):
+        fit(model, graphs[:3], y[:3], n_processes=4)
+    assert not model.initialized_
+
+
 def test_distributed_training_outside_a_process_group_is_refused(data):
     graphs, y, _ = data
     model = tiny_regressor(callbacks=[DistributedTraining()])
