@@ -130,6 +130,24 @@ def test_a_study_created_empty_beforehand_is_bound_by_its_first_tune(tmp_path):
         tune(Ridge(), *make_data(2), SPACE, n_trials=2, cv=2, storage=storage, study_name="shared")
 
 
+def test_a_record_half_written_by_a_worker_starting_alongside_is_completed(tmp_path):
+    """Two workers binding a new study at once: one reads the other's record mid-write.
+
+    Found by tests/test_tuning_postgres.py: the second worker saw some items
+    and not 'scoring' yet, and refused the study as made for "nothing recorded".
+    """
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    X, y = make_data(1)
+    record = studies_module.study_record(Ridge(), X, y, SPACE, cv=2)
+    study = open_study("race", storage)
+    for key in ("estimator", "search_space"):  # the first worker is this far
+        study.set_user_attr(key, record[key])
+    tune(Ridge(), X, y, SPACE, n_trials=1, cv=2, storage=storage, study_name="race")
+    assert {k: study.user_attrs[k] for k in record} == record
+    with pytest.raises(StudyMismatchError, match="other data"):  # still bound
+        tune(Ridge(), *make_data(2), SPACE, n_trials=2, cv=2, storage=storage, study_name="race")
+
+
 def test_sqlite_file_in_a_missing_folder_names_the_url(tmp_path):
     storage = f"sqlite:///{tmp_path / 'missing' / 'study.db'}"
     with pytest.raises(StudyStorageError, match=re.escape(storage) + ".*does not exist"):

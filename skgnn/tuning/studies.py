@@ -174,6 +174,10 @@ def study_record(
 def bind_study(study: optuna.Study, record: Mapping[str, Any], storage: str) -> None:
     """Record ``record`` in a new study, or check that an existing study was made for it.
 
+    Items missing from a study's record are written first: workers starting
+    together on a new study may each see a record that another is still
+    writing, an item at a time.
+
     Parameters
     ----------
     study : optuna.Study
@@ -189,15 +193,16 @@ def bind_study(study: optuna.Study, record: Mapping[str, Any], storage: str) -> 
         before anything is written.
     """
     where = f"study {study.study_name!r} in {_shown(storage)}"
-    if not any(key in study.user_attrs for key in _RECORDED):
-        if study.trials:
-            raise StudyMismatchError(
-                f"{where} holds {len(study.trials)} trials but no record of the estimator, "
-                "search space, data, CV and scoring they tuned (made by hand or by an older "
-                "skgnn); pass another study_name, or read it with optuna.load_study."
-            )
-        for key in _RECORDED:
-            study.set_user_attr(key, record[key])
+    missing = [key for key in _RECORDED if key not in study.user_attrs]
+    if len(missing) == len(_RECORDED) and study.trials:
+        raise StudyMismatchError(
+            f"{where} holds {len(study.trials)} trials but no record of the estimator, "
+            "search space, data, CV and scoring they tuned (made by hand or by an older "
+            "skgnn); pass another study_name, or read it with optuna.load_study."
+        )
+    # items one at a time: a worker starting alongside may have written only some so far
+    for key in missing:
+        study.set_user_attr(key, record[key])
     # read back: workers creating one study with other inputs at once fail here, the last
     # writer's record (or a mix) standing
     differences = {key: _difference(key, study.user_attrs.get(key), record[key])
