@@ -213,7 +213,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.plot(x, [r["peak_anon_mb"] for r in mine], "s--", color=color,
                 label=f"{mode}: peak anonymous RSS")  # fmt: skip
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("graphs (1x, 4x, 16x matbench_perovskites)")
+    sizes = sorted({(r["graphs"], r["copies"]) for r in rows})
+    ax.set_xticks([g for g, _ in sizes], [f"{g:,}\n({c}x)" for g, c in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("graphs (copies of matbench_perovskites)")
     ax.set_ylabel("MB")
     ax.set_ylim(bottom=0)
     ax.set_title("Transform + one training epoch, one process per point")
