@@ -15,7 +15,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from torch import Tensor, nn
 
-from .edges import EdgeFeatures
+from .edges import EdgeFeatures, Segments, _grouped, segment_sum
 from .graphs import GraphBatch
 from .radial import RadialBasis
 from .readout import POOLINGS, CrystalReadout
@@ -26,7 +26,9 @@ class EdgeRows(NamedTuple):
 
     ``rows[3k : 3k + 3]`` are edge ``k``'s rows of the table
     ``[centre terms; neighbour terms; edge terms]`` (``2 n_atoms + n_values``
-    rows); ``degree`` counts each atom's edges as a centre.
+    rows); ``degree`` counts each atom's edges as a centre; ``by_row`` groups
+    the edges of each table row, for the backward pass (``None`` without
+    gradients).
     """
 
     rows: Tensor
@@ -34,15 +36,40 @@ class EdgeRows(NamedTuple):
     center: Tensor
     degree: Tensor
     n_atoms: int
+    by_row: Segments | None = None
 
 
 def edge_rows(edges: EdgeFeatures, edge_index: Tensor, n_atoms: int) -> EdgeRows:
     """The :class:`EdgeRows` of a batch."""
     center, neighbor = edge_index
-    rows = torch.stack([center, neighbor + n_atoms, edges.index + 2 * n_atoms], dim=1)
+    rows = torch.stack([center, neighbor + n_atoms, edges.index + 2 * n_atoms], dim=1).view(-1)
     offsets = torch.arange(0, rows.numel(), 3, device=center.device)
     degree = torch.bincount(center, minlength=n_atoms)
-    return EdgeRows(rows.view(-1), offsets, center, degree, n_atoms)
+    by_row = None
+    if torch.is_grad_enabled():  # grouped once here, not sorted again by every layer's backward
+        by_row, _ = _grouped(rows, 2 * n_atoms + len(edges.table))
+        by_row = by_row._replace(order=by_row.order // 3)  # entries 3k..3k+2 are edge k
+    return EdgeRows(rows, offsets, center, degree, n_atoms, by_row)
+
+
+class RowSum(torch.autograd.Function):
+    """``embedding_bag(table, rows)``: each edge sums its three table rows.
+
+    The backward sums each table row's edges by the groups of
+    :attr:`EdgeRows.by_row`, made once per batch, where autograd's
+    ``embedding_bag`` backward sorts the rows again in every layer.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, rows: EdgeRows) -> Tensor:
+        ctx.rows = rows
+        return torch.embedding_bag(table, rows.rows, rows.offsets, False, 0)[0]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if ctx.rows.by_row is None:
+            raise RuntimeError("The EdgeRows were made without gradients enabled.")
+        return segment_sum(grad.contiguous(), ctx.rows.by_row), None
 
 
 class MessageLayer(nn.Module):
@@ -111,7 +138,7 @@ class MessageLayer(nn.Module):
         centre, neighbour = atom_terms.chunk(2, dim=1)
         edge_terms = torch.addmm(self.first.bias, edges.table, weight[:, 2 * n :].T)
         table = torch.cat([centre, neighbour, edge_terms])
-        hidden = nn.functional.embedding_bag(rows.rows, table, rows.offsets, mode="sum")
+        hidden = RowSum.apply(table, rows)
         return self._finish(atom_fea, nn.functional.silu(hidden), rows)
 
     def plain_forward(self, atom_fea: Tensor, edge_fea: Tensor, edge_index: Tensor) -> Tensor:

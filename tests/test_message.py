@@ -209,3 +209,18 @@ def test_envelope_value_slope_and_curvature_vanish_at_one(exponent):
     assert abs(u.item()) < 1e-12 and abs(slope.item()) < 1e-6 and abs(curvature.item()) < 1e-3
     mid = envelope(torch.tensor([0.5], dtype=torch.float64), exponent).item()
     assert 0 < mid < 1
+
+
+def test_prediction_without_gradients_equals_the_training_path():
+    torch.manual_seed(0)
+    model = MessageNet(atom_fea_len=6, n_conv=2, edge_width=7).double().eval()
+    batch = double_batch(n_edges=60)
+    with torch.no_grad():
+        rows = edge_rows(model.edge_features(batch), batch.edge_index, 7)
+        predicted = model(batch)
+    assert rows.by_row is None  # no grouping for a backward that will not come
+    torch.testing.assert_close(predicted, model(batch).detach(), rtol=1e-12, atol=1e-12)
+    layer, features = model.convs[0], model.edge_features(batch)
+    x = model.embedding(batch.atom_fea).detach().requires_grad_()
+    with pytest.raises(RuntimeError, match="made without gradients enabled"):
+        layer(x, features, rows).sum().backward()
