@@ -61,7 +61,8 @@ def _cgcnn_atom(args: argparse.Namespace, fold: int) -> BaseEstimator:
 #: MessageNet as the Matbench rows train it: coGN's connectivity (24 neighbours, 33 Gaussians
 #: to 8 Å), loss (MAE on standardised targets), batch (64) and learning rate (5e-4, annealed),
 #: with schedules short enough for 2 CPU cores (coGN trained 800 epochs on a GPU): an epoch of
-#: perovskites' 15,142 training rows took 106 s on one loaded core (the CGCNN's 19 s).
+#: perovskites' 15,142 training rows took 38 s on one shared core (the CGCNN's 10 s), jdft2d's
+#: 508 rows 2.4-2.9 s (0.62 s); so 100 epochs on perovskites, about an hour a fold.
 MESSAGE_TRANSFORMER = {"max_neighbors": 24, "gaussian_step": 0.25}
 MESSAGE_NET = {"module": "message", "criterion": torch.nn.L1Loss, "lr": 5e-4, "batch_size": 64}
 MESSAGE_EPOCHS = {"matbench_perovskites": 100}  # other tasks: DEFAULT_MESSAGE_EPOCHS
