@@ -42,7 +42,7 @@ from skgnn.model_selection import MatbenchKFold
 from .common import RESULTS, data_home, machine, write_json
 from .leaderboard import LEADERBOARD_MAE, TARGETS, UNITS
 
-LEADERBOARD_ROWS = ("CGCNN", "ALIGNN", "RF-SCM/Magpie", "Dummy")
+LEADERBOARD_ROWS = ("CGCNN", "ALIGNN", "coGN", "RF-SCM/Magpie", "Dummy")
 LC_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
