@@ -60,8 +60,9 @@ class CGCNNClassifier(CrystalGraphNetMixin, NeuralNetClassifier):
     contract_ : skgnn.contract.Contract
         The graph settings the network was trained on and the classes,
         carried in the ``state_dict`` of ``module_``.
-    module_ : CGCNN
-        The trained network.
+    module_ : torch.nn.Module
+        The trained network (a :class:`~skgnn.CGCNN` or :class:`~skgnn.MessageNet`, as
+        ``module`` says).
     """
     )
 

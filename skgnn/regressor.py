@@ -52,9 +52,10 @@ class CGCNNRegressor(CrystalGraphNetMixin, NeuralNetRegressor):
         + """
     Attributes
     ----------
-    module_ : CGCNN
-        The trained network. Its ``state_dict`` carries the contract below,
-        so ``save_params``/``load_params`` restore a model that predicts alike.
+    module_ : torch.nn.Module
+        The trained network (a :class:`~skgnn.CGCNN` or :class:`~skgnn.MessageNet`, as
+        ``module`` says). Its ``state_dict`` carries the contract below, so
+        ``save_params``/``load_params`` restore a model that predicts alike.
     contract_ : skgnn.contract.Contract
         The graph settings the network was trained on (``predict`` refuses
         graphs built otherwise) and the target standardisation.
