@@ -43,6 +43,8 @@ class CrystalGraph:
     edge_dst: np.ndarray
     edge_length: np.ndarray
     n_atoms: int
+    edge_vector: np.ndarray | None = None
+    """Displacement from the centre to the neighbour's periodic image, Å, ``(n_edges, 3)``."""
 
 
 @dataclass
@@ -53,7 +55,8 @@ class GraphBatch:
     them when read, as :attr:`edge_fea` (all Gaussians), :attr:`edge_window`
     (only the non-zero ones) or :attr:`edge_features` (once per distinct
     length, what the module reads). ``len(batch)`` is the number of graphs,
-    which is what skorch counts.
+    which is what skorch counts. ``edge_vector`` holds each edge's
+    displacement (for bond angles), or ``None`` for graphs built without.
     """
 
     atom_fea: torch.Tensor
@@ -63,6 +66,7 @@ class GraphBatch:
     n_graphs: int
     expansion: GaussianExpansion
     sample_weight: torch.Tensor | None = None
+    edge_vector: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.n_graphs
@@ -92,6 +96,7 @@ class GraphBatch:
             self.n_graphs,
             self.expansion.to(device),
             None if self.sample_weight is None else self.sample_weight.to(device),
+            None if self.edge_vector is None else self.edge_vector.to(device),
         )
 
 
@@ -99,8 +104,9 @@ class CrystalGraphs:
     """Crystal graphs of many structures, stored flat for speed and memory.
 
     Atoms, species and edges of all graphs sit in concatenated arrays with
-    per-graph offsets; an edge stores its length only (12 bytes), and the
-    Gaussian expansion is done per batch. Index it like a sequence: an integer
+    per-graph offsets; an edge stores its atoms and length (12 bytes) and its
+    displacement vector (12 bytes, for bond angles), and the Gaussian
+    expansion is done per batch. Index it like a sequence: an integer
     gives a :class:`CrystalGraph`, a slice, integer or boolean array gives a
     new ``CrystalGraphs``.
 
@@ -112,6 +118,9 @@ class CrystalGraphs:
         "atomic_numbers", "occupancy", "species_atom",
         "edge_src", "edge_dst", "edge_length",
     )  # fmt: skip
+    #: Arrays a container may lack: those pickled or stored by skgnn before they existed.
+    _OPTIONAL_ARRAYS = ("edge_vector",)
+    edge_vector: np.ndarray | None = None  # what an old pickle, without the field, reads
 
     def __init__(
         self,
@@ -130,6 +139,7 @@ class CrystalGraphs:
         gaussian_width: float,
         cutoff: float,
         max_neighbors: int,
+        edge_vector: np.ndarray | None = None,
     ) -> None:
         self.atom_offsets = atom_offsets
         self.species_offsets = species_offsets
@@ -140,6 +150,7 @@ class CrystalGraphs:
         self.edge_src = edge_src
         self.edge_dst = edge_dst
         self.edge_length = edge_length
+        self.edge_vector = edge_vector
         self.atom_feature_values = atom_feature_values
         self.gaussian_centers = gaussian_centers
         self.gaussian_width = gaussian_width
@@ -150,6 +161,7 @@ class CrystalGraphs:
     def from_graphs(cls, graphs: list[CrystalGraph], **settings) -> CrystalGraphs:
         """Concatenate single graphs; ``settings`` are the table and expansion arguments."""
         species_counts = np.array([len(g.atomic_numbers) for g in graphs], dtype=np.int64)
+        vectors = [g.edge_vector for g in graphs]
         return cls(
             atom_offsets=_offsets(np.array([g.n_atoms for g in graphs], dtype=np.int64)),
             species_offsets=_offsets(species_counts),
@@ -158,6 +170,7 @@ class CrystalGraphs:
                 name: np.concatenate([getattr(g, name) for g in graphs])
                 for name in cls._ARRAYS[3:]  # the per-atom, per-species and per-edge arrays
             },  # fmt: skip
+            edge_vector=None if any(v is None for v in vectors) else np.concatenate(vectors),
             **settings,
         )
 
@@ -178,6 +191,9 @@ class CrystalGraphs:
             arrays[f"{name}_offsets"] = _offsets(counts)
         for name in cls._ARRAYS[3:]:
             arrays[name] = np.concatenate([getattr(p, name) for p in parts])
+        vectors = [p.edge_vector for p in parts]
+        if all(v is not None for v in vectors):  # else joined without: angles need them all
+            arrays["edge_vector"] = np.concatenate(vectors)
         return cls(**arrays, **first._settings())
 
     def _settings(self) -> dict:
@@ -188,6 +204,12 @@ class CrystalGraphs:
             "cutoff": self.cutoff,
             "max_neighbors": self.max_neighbors,
         }
+
+    @property
+    def array_names(self) -> tuple[str, ...]:
+        """The arrays this container holds: :attr:`_ARRAYS`, and the optional ones it has."""
+        present = (name for name in self._OPTIONAL_ARRAYS if getattr(self, name) is not None)
+        return self._ARRAYS + tuple(present)
 
     def same_settings(self, other: CrystalGraphs) -> bool:
         return self.settings.same_as(other.settings)
@@ -229,7 +251,7 @@ class CrystalGraphs:
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays, in bytes."""
-        return sum(getattr(self, name).nbytes for name in self._ARRAYS) + sum(
+        return sum(getattr(self, name).nbytes for name in self.array_names) + sum(
             np.asarray(v).nbytes for v in self._settings().values()
         )
 
@@ -270,6 +292,8 @@ class CrystalGraphs:
             arrays[f"{name}_offsets"] = _offsets(counts)
             for member in members:
                 arrays[member] = getattr(self, member)[flat]
+        if self.edge_vector is not None:
+            arrays["edge_vector"] = self.edge_vector[flat]  # flat is the edges', cut last
         return CrystalGraphs(**arrays, **self._settings())
 
     def _single(self, i: int) -> CrystalGraph:
@@ -283,6 +307,7 @@ class CrystalGraphs:
             edge_dst=self.edge_dst[edges],
             edge_length=self.edge_length[edges],
             n_atoms=int(self.atom_offsets[i + 1] - self.atom_offsets[i]),
+            edge_vector=None if self.edge_vector is None else self.edge_vector[edges],
         )
 
     def batch(self, rows: np.ndarray) -> GraphBatch:
@@ -309,4 +334,7 @@ class CrystalGraphs:
             graph_index=torch.from_numpy(np.repeat(np.arange(len(rows)), n_atoms)),
             n_graphs=len(rows),
             expansion=self.expansion,
+            edge_vector=None
+            if self.edge_vector is None
+            else torch.from_numpy(np.ascontiguousarray(self.edge_vector[edges])),
         )

@@ -15,6 +15,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from torch import Tensor, nn
 
+from .angles import ThreeBody, Triplets, triplets
 from .edges import EdgeFeatures, Segments, _grouped, segment_sum
 from .graphs import GraphBatch
 from .radial import RadialBasis
@@ -85,6 +86,9 @@ class MessageLayer(nn.Module):
             \mathbf{W}_v + \mathbf{b}_v\Big)
 
     with ``φ`` the SiLU and ``⊕`` a sum or a mean over atom ``i``'s edges.
+    With ``three_body``, the first layer's sum also holds the edge's
+    three-body term :math:`\tilde{\mathbf{e}}_{ij}` (:mod:`skgnn.angles`),
+    from the bond angles at ``i``.
     The first layer is one linear layer on ``v_i ⊕ v_j ⊕ e_ij`` applied by
     parts: the atom terms once per atom, the edge term once per distinct
     edge vector (a length recurs across a batch), and each edge sums its
@@ -104,6 +108,8 @@ class MessageLayer(nn.Module):
     edge_width : int, default=128
         Width of the edge MLP.
     aggregation : {"sum", "mean"}, default="sum"
+    three_body : int, default=0
+        Angle basis functions of the three-body term (``l_max + 1``); 0 for none.
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class MessageLayer(nn.Module):
         edge_layers: int = 2,
         edge_width: int = 128,
         aggregation: str = "sum",
+        three_body: int = 0,
     ) -> None:
         super().__init__()
         self.atom_fea_len = atom_fea_len
@@ -123,13 +130,22 @@ class MessageLayer(nn.Module):
             nn.Linear(edge_width, edge_width) for _ in range(edge_layers - 1)
         )
         self.update = nn.Linear(edge_width, atom_fea_len)
+        self.three_body = ThreeBody(atom_fea_len, three_body, edge_width) if three_body else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for layer in (self.first, *self.edge_mlp, self.update):
             layer.reset_parameters()
+        if self.three_body is not None:
+            self.three_body.reset_parameters()
 
-    def forward(self, atom_fea: Tensor, edges: EdgeFeatures, rows: EdgeRows) -> Tensor:
+    def forward(
+        self,
+        atom_fea: Tensor,
+        edges: EdgeFeatures,
+        rows: EdgeRows,
+        triplets: Triplets | None = None,
+    ) -> Tensor:
         """Update the atom vectors ``(n_atoms, atom_fea_len)`` from the edges' features."""
         n = self.atom_fea_len
         weight = self.first.weight
@@ -139,13 +155,29 @@ class MessageLayer(nn.Module):
         edge_terms = torch.addmm(self.first.bias, edges.table, weight[:, 2 * n :].T)
         table = torch.cat([centre, neighbour, edge_terms])
         hidden = RowSum.apply(table, rows)
+        if self.three_body is not None:
+            hidden = hidden + self.three_body(atom_fea, self._needs(triplets))
         return self._finish(atom_fea, nn.functional.silu(hidden), rows)
 
-    def plain_forward(self, atom_fea: Tensor, edge_fea: Tensor, edge_index: Tensor) -> Tensor:
+    def _needs(self, triplets: Triplets | None) -> Triplets:
+        if triplets is None:
+            raise ValueError("This layer has a three-body term: pass the batch's triplets.")
+        return triplets
+
+    def plain_forward(
+        self,
+        atom_fea: Tensor,
+        edge_fea: Tensor,
+        edge_index: Tensor,
+        triplets: Triplets | None = None,
+    ) -> Tensor:
         """The layer as written: ``z = v_i ⊕ v_j ⊕ e_ij`` per edge, then the MLP."""
         center, neighbor = edge_index
         z = torch.cat([atom_fea[center], atom_fea[neighbor], edge_fea], dim=1)
-        hidden = nn.functional.silu(self.first(z))
+        hidden = self.first(z)
+        if self.three_body is not None:
+            hidden = hidden + self.three_body(atom_fea, self._needs(triplets))
+        hidden = nn.functional.silu(hidden)
         for layer in self.edge_mlp:
             hidden = nn.functional.silu(layer(hidden))
         summed = hidden.new_zeros(len(atom_fea), hidden.shape[1]).index_add_(0, center, hidden)
@@ -166,7 +198,9 @@ class MessageLayer(nn.Module):
         return (
             f"{type(self).__name__}({self.atom_fea_len}, edge_fea_len={self.edge_fea_len}, "
             f"edge_layers={1 + len(self.edge_mlp)}, edge_width={self.first.out_features}, "
-            f"aggregation={self.aggregation!r})"
+            f"aggregation={self.aggregation!r}"
+            + (f", three_body={self.three_body.gate.out_features}" if self.three_body else "")
+            + ")"
         )
 
 
@@ -218,6 +252,17 @@ class MessageNet(CrystalReadout):
         Dropout before the output layer.
     readout : {"crystal", "atom"}, default="crystal"
         Pool then predict, or predict per atom then pool (contributions).
+    three_body : bool, default=False
+        Add M3GNet's three-body (bond angle) term to every layer's edge MLP
+        (:mod:`skgnn.angles`): angles of the pairs of edges within
+        ``three_body_cutoff`` of their common centre, computed per batch
+        from the graphs' edge vectors.
+    three_body_cutoff : float, default=4.0
+        Edges longer than this (Å) form no triplets; the term goes smoothly
+        to zero there. Only edges of the graph count, so it should not exceed
+        the distance of the graphs' ``max_neighbors``-th neighbour.
+    three_body_lmax : int, default=3
+        Highest Legendre degree of the angle basis.
     """
 
     activation = staticmethod(nn.functional.silu)
@@ -240,6 +285,9 @@ class MessageNet(CrystalReadout):
         "n_out": [Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "readout": [StrOptions({"crystal", "atom"})],
+        "three_body": ["boolean"],
+        "three_body_cutoff": [Interval(Real, 0, None, closed="neither")],
+        "three_body_lmax": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(
@@ -261,6 +309,9 @@ class MessageNet(CrystalReadout):
         n_out: int = 1,
         dropout: float = 0.0,
         readout: str = "crystal",
+        three_body: bool = False,
+        three_body_cutoff: float = 4.0,
+        three_body_lmax: int = 3,
     ) -> None:
         arguments = locals()
         super().__init__()
@@ -273,11 +324,14 @@ class MessageNet(CrystalReadout):
         self.readout = readout
         self.pool_layers = pool_layers
         self.edge_basis = edge_basis
+        self.three_body_cutoff = float(three_body_cutoff) if three_body else None
+        self.three_body_lmax = three_body_lmax
         self.radial = RadialBasis(cutoff, n_radial) if edge_basis == "radial" else None
         edge_fea_len = n_radial if edge_basis == "radial" else nbr_fea_len
         self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
+        n_angles = three_body_lmax + 1 if three_body else 0
         self.convs = nn.ModuleList(
-            MessageLayer(atom_fea_len, edge_fea_len, edge_layers, edge_width, aggregation)
+            MessageLayer(atom_fea_len, edge_fea_len, edge_layers, edge_width, aggregation, n_angles)
             for _ in range(n_conv)
         )
         hidden = [nn.Linear(atom_fea_len, h_fea_len)]
@@ -303,15 +357,30 @@ class MessageNet(CrystalReadout):
         layers = [self.embedding(batch.atom_fea)]
         edges = self.edge_features(batch)
         rows = edge_rows(edges, batch.edge_index, len(layers[0]))
+        angles = self.triplets(batch)
         for conv in self.convs:
-            layers.append(conv(layers[-1], edges, rows))
+            layers.append(conv(layers[-1], edges, rows, angles))
         return layers
+
+    def triplets(self, batch: GraphBatch) -> Triplets | None:
+        """The batch's bond-angle triplets, made once for all layers; ``None`` without the term."""
+        if self.three_body_cutoff is None:
+            return None
+        if batch.edge_vector is None:
+            raise ValueError(
+                "MessageNet(three_body=True) needs the edges' displacement vectors, and these "
+                "crystal graphs have none: they were built, pickled or stored by an skgnn that "
+                "did not keep them. Build them again with CrystalGraphTransformer."
+            )
+        vectors = batch.edge_vector.to(batch.atom_fea.dtype)
+        return triplets(vectors, batch.edge_index, self.three_body_cutoff, self.three_body_lmax)
 
     def __repr__(self) -> str:
         conv = self.convs[0] if len(self.convs) else None
         return (
             f"{type(self).__name__}(n_conv={len(self.convs)}, conv={conv!r}, "
-            f"edge_basis={self.edge_basis!r}, n_h={len(self.hidden)}, pooling={self.pooling!r}, "
+            f"edge_basis={self.edge_basis!r}, three_body_cutoff={self.three_body_cutoff}, "
+            f"n_h={len(self.hidden)}, pooling={self.pooling!r}, "
             f"pool_layers={self.pool_layers!r}, readout={self.readout!r}, "
             f"n_out={self.fc_out.out_features})"
         )

@@ -179,7 +179,7 @@ def nearest_neighbor_edges(
     max_neighbors: int,
     index: int = 0,
     site_key: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Edges from each atom to its ``max_neighbors`` nearest neighbours within ``cutoff``.
 
     The structure is checked first (:func:`skgnn.crystal.periodic_cell`):
@@ -219,6 +219,9 @@ def nearest_neighbor_edges(
         Centre and neighbour site of each edge, sorted by centre, then distance.
     edge_length : ndarray of float32
         Edge lengths in Å.
+    edge_vector : ndarray of float32, shape (n_edges, 3)
+        Cartesian displacement from the centre to the neighbour's periodic
+        image, Å: what bond angles are computed from.
 
     Raises
     ------
@@ -258,10 +261,14 @@ def nearest_neighbor_edges(
     first_of_center = np.searchsorted(center, np.arange(n_sites))
     kept = np.arange(len(center)) - first_of_center[center] < max_neighbors
     keep = order[kept]
+    src, dst = center[kept], neighbor[keep]
+    # in the searched cell (maybe the reduced one): its images are of its lattice
+    vector = cell.coords[dst] + image[keep] @ cell.matrix - cell.coords[src]
     return (
-        center[kept].astype(np.int32),
-        neighbor[keep].astype(np.int32),
+        src.astype(np.int32),
+        dst.astype(np.int32),
         distance[keep].astype(np.float32),
+        vector.astype(np.float32),
     )
 
 
@@ -304,7 +311,7 @@ def structure_to_graph(
     else:
         main_element = np.zeros(len(structure), dtype=np.int64)
         np.maximum.at(main_element, species_atom, atomic_numbers)
-    edge_src, edge_dst, edge_length = nearest_neighbor_edges(
+    edge_src, edge_dst, edge_length, edge_vector = nearest_neighbor_edges(
         structure, cutoff, max_neighbors, index, site_key=main_element
     )
     return CrystalGraph(
@@ -315,4 +322,5 @@ def structure_to_graph(
         edge_dst=edge_dst,
         edge_length=edge_length,
         n_atoms=len(structure),
+        edge_vector=edge_vector,
     )

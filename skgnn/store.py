@@ -43,7 +43,8 @@ def _is_offsets(name: str) -> bool:
 
 def _setting_names() -> set[str]:
     """What ``CrystalGraphs`` takes besides its arrays: the settings a store must carry."""
-    return set(inspect.signature(CrystalGraphs).parameters) - set(CrystalGraphs._ARRAYS)
+    arrays = CrystalGraphs._ARRAYS + CrystalGraphs._OPTIONAL_ARRAYS
+    return set(inspect.signature(CrystalGraphs).parameters) - set(arrays)
 
 
 class GraphStore(CrystalGraphs):
@@ -252,7 +253,9 @@ class _NpyAppender:
 
 
 def _write(items: Iterator, folder: Path, transformer, chunk_size: int, progress) -> None:
-    appenders = {name: _NpyAppender(folder / f"{name}.npy") for name in CrystalGraphs._ARRAYS}
+    # the transformer makes every array, the optional ones too (a store never lacks them)
+    names = CrystalGraphs._ARRAYS + CrystalGraphs._OPTIONAL_ARRAYS
+    appenders = {name: _NpyAppender(folder / f"{name}.npy") for name in names}
     totals = dict.fromkeys(filter(_is_offsets, appenders), 0)
     settings = None
     start = 0
@@ -308,8 +311,11 @@ def _open(path: Path) -> tuple[dict, dict]:
             f"{path / _META} describes {meta.get('format')!r} version {meta.get('version')!r}, "
             f"not a {STORE_FORMAT} version {FORMAT_VERSION}."
         )
-    _check_names("arrays", set(meta["arrays"]), set(CrystalGraphs._ARRAYS), path)
-    arrays = {name: _map(path, name, meta["arrays"][name]) for name in CrystalGraphs._ARRAYS}
+    # a store written before an optional array existed opens without it
+    required, optional = set(CrystalGraphs._ARRAYS), set(CrystalGraphs._OPTIONAL_ARRAYS)
+    found = set(meta["arrays"])
+    _check_names("arrays", found, required | (found & optional), path)
+    arrays = {name: _map(path, name, meta["arrays"][name]) for name in sorted(found)}
     settings = dict(meta["settings"])
     for file in sorted((path / _SETTINGS).glob("*.npy")):
         settings[file.stem] = np.load(file)  # small, and in memory: torch reads them

@@ -47,7 +47,7 @@ def _graphs_of(items, first_index: int, table: AtomFeatureTable, settings: dict)
     ]
     check_elements(graphs, table, first_index)
     chunk = CrystalGraphs.from_graphs(graphs, atom_feature_values=table.values, **settings)
-    return {name: getattr(chunk, name) for name in CrystalGraphs._ARRAYS}
+    return {name: getattr(chunk, name) for name in chunk.array_names}
 
 
 class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):

@@ -16,7 +16,8 @@ from .conftest import tiny_regressor
 
 def assert_same_graphs(actual: CrystalGraphs, expected: CrystalGraphs) -> None:
     """Every array of the container (whatever fields it has), and every setting, equal."""
-    for name in CrystalGraphs._ARRAYS:
+    assert actual.array_names == expected.array_names
+    for name in expected.array_names:
         a, e = getattr(actual, name), getattr(expected, name)
         np.testing.assert_array_equal(a, e, err_msg=name)
         assert a.dtype == e.dtype, name
@@ -197,10 +198,23 @@ def test_missing_settings_are_named(copy_of):
 
 def test_a_store_of_another_container_version_is_refused(copy_of):
     meta = json.loads((copy_of / "meta.json").read_text())
-    meta["arrays"]["edge_vector"] = {"dtype": "<f4", "shape": [1, 3]}
+    meta["arrays"]["edge_charge"] = {"dtype": "<f4", "shape": [1, 3]}
     (copy_of / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"other arrays .*unexpected \['edge_vector'\]"):
+    with pytest.raises(ValueError, match=r"other arrays .*unexpected \['edge_charge'\]"):
         GraphStore(copy_of)
+
+
+def test_a_store_written_before_edge_vectors_opens_without_them(copy_of, store):
+    meta = json.loads((copy_of / "meta.json").read_text())
+    assert meta["arrays"]["edge_vector"]["shape"] == [int(store.edge_offsets[-1]), 3]
+    del meta["arrays"]["edge_vector"]
+    (copy_of / "meta.json").write_text(json.dumps(meta))
+    (copy_of / "edge_vector.npy").unlink()
+    old = GraphStore(copy_of)
+    assert old.edge_vector is None and old.batch([0, 1]).edge_vector is None
+    assert old.array_names == CrystalGraphs._ARRAYS
+    for name in CrystalGraphs._ARRAYS:
+        np.testing.assert_array_equal(getattr(old, name), getattr(store, name), err_msg=name)
 
 
 def test_appended_rows_of_any_width_read_back_as_one_array(tmp_path):
