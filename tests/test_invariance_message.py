@@ -25,11 +25,11 @@ FEW = settings(CASES, max_examples=25)
 @pytest.fixture(scope="module")
 def message_model(request, jdft2d):
     structures, y = jdft2d
-    basis, aggregation, *pool_layers = request.param.split("-")
+    basis, aggregation, *rest = request.param.split("-")
     net = tiny_regressor(
         module="message", module__edge_width=16, module__edge_basis=basis,
-        module__aggregation=aggregation, module__pool_layers=(pool_layers or ["last"])[0],
-        max_epochs=5,
+        module__aggregation=aggregation, module__pool_layers=(rest or ["last"])[0],
+        module__three_body="angles" in rest, max_epochs=5,
     )  # fmt: skip
     return make_pipeline(CrystalGraphTransformer(max_neighbors=24), net).fit(structures, y)
 
@@ -68,9 +68,16 @@ def test_permutation_rotation_translation_supercell(message_model, real_structur
     _check_all(message_model, real_structures, FEW)
 
 
+@pytest.mark.parametrize("message_model", ["radial-sum-all-angles"], indirect=True)
+def test_three_body_permutation_rotation_translation_supercell(message_model, real_structures):  # noqa: F811
+    _check_all(message_model, real_structures, FEW)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "message_model", ["gaussian-sum", "radial-mean-all", "radial-sum-all"], indirect=True
+    "message_model",
+    ["gaussian-sum", "radial-mean-all", "radial-sum-all", "gaussian-sum-last-angles"],
+    indirect=True,
 )
 def test_permutation_rotation_translation_supercell_200_cases(
     message_model,
