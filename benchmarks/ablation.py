@@ -9,7 +9,8 @@ row trains it: 24 neighbours, edge MLP of 2 layers of 128, sum aggregation, Gaus
 200 epochs (perovskites 100), MAE loss) and one change of ``message`` each:
 ``neighbors_12``, ``edge_layers_1``, ``edge_layers_3``, ``mean``, ``radial`` (smooth-cutoff
 sine basis), ``pool_all`` (pool the mean of all layers), ``width_64``, ``huber`` (the
-CGCNN's loss), ``epochs_half`` and ``epochs_double`` (schedule length). Tasks: jdft2d on
+CGCNN's loss), ``epochs_half`` and ``epochs_double`` (schedule length), ``angles`` (M3GNet's
+three-body term on the bond angles, :mod:`skgnn.angles`). Tasks: jdft2d on
 its 5 official folds, perovskites on official fold 0 (``--folds`` overrides). Each row and
 fold records the test MAE, seconds per epoch, the fit's total seconds and the network's
 parameter count, and is written to ``benchmarks/results/ablation/ablation.json`` as soon
@@ -70,6 +71,8 @@ ROWS: dict[str, tuple[str, Callable[[str, int, int | None], BaseEstimator]]] = {
               _message(criterion=torch.nn.SmoothL1Loss)),
     "epochs_half": ("half the schedule", _message(scale_epochs=0.5)),
     "epochs_double": ("twice the schedule", _message(scale_epochs=2.0)),
+    "angles": ("three-body term: bond angles of edges within 4 Å (Legendre l ≤ 3), M3GNet style",
+               _message(module__three_body=True)),
 }  # fmt: skip
 
 
