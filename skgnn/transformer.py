@@ -58,6 +58,8 @@ class CrystalGraphTransformer(TransformerMixin, BaseEstimator, auto_wrap_output_
     under periodic boundary conditions; an edge carries its length, expanded
     per batch on Gaussians centred from ``gaussian_start`` to ``gaussian_stop``
     every ``gaussian_step`` Å (Xie & Grossman, PRL 120, 145301, 2018).
+    Each edge also keeps its displacement vector, from which
+    ``MessageNet(three_body=True)`` computes bond angles per batch.
 
     Neighbours are found by pymatgen's compiled ``find_points_in_spheres``,
     first within the radius of a sphere that holds about ``max_neighbors + 1``
