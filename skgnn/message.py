@@ -86,7 +86,7 @@ class MessageLayer(nn.Module):
             \mathbf{W}_v + \mathbf{b}_v\Big)
 
     with ``φ`` the SiLU and ``⊕`` a sum or a mean over atom ``i``'s edges.
-    With ``three_body``, the first layer's sum also holds the edge's
+    With ``n_angle_basis``, the first layer's sum also holds the edge's
     three-body term :math:`\tilde{\mathbf{e}}_{ij}` (:mod:`skgnn.angles`),
     from the bond angles at ``i``.
     The first layer is one linear layer on ``v_i ⊕ v_j ⊕ e_ij`` applied by
@@ -108,8 +108,8 @@ class MessageLayer(nn.Module):
     edge_width : int, default=128
         Width of the edge MLP.
     aggregation : {"sum", "mean"}, default="sum"
-    three_body : int, default=0
-        Angle basis functions of the three-body term (``l_max + 1``); 0 for none.
+    n_angle_basis : int, default=0
+        Angle basis functions of the three-body term (``l_max + 1``); 0 for no term.
     """
 
     def __init__(
@@ -119,7 +119,7 @@ class MessageLayer(nn.Module):
         edge_layers: int = 2,
         edge_width: int = 128,
         aggregation: str = "sum",
-        three_body: int = 0,
+        n_angle_basis: int = 0,
     ) -> None:
         super().__init__()
         self.atom_fea_len = atom_fea_len
@@ -130,7 +130,9 @@ class MessageLayer(nn.Module):
             nn.Linear(edge_width, edge_width) for _ in range(edge_layers - 1)
         )
         self.update = nn.Linear(edge_width, atom_fea_len)
-        self.three_body = ThreeBody(atom_fea_len, three_body, edge_width) if three_body else None
+        self.three_body = (
+            ThreeBody(atom_fea_len, n_angle_basis, edge_width) if n_angle_basis else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -156,10 +158,10 @@ class MessageLayer(nn.Module):
         table = torch.cat([centre, neighbour, edge_terms])
         hidden = RowSum.apply(table, rows)
         if self.three_body is not None:
-            hidden = hidden + self.three_body(atom_fea, self._needs(triplets))
+            hidden = hidden + self.three_body(atom_fea, self._required(triplets))
         return self._finish(atom_fea, nn.functional.silu(hidden), rows)
 
-    def _needs(self, triplets: Triplets | None) -> Triplets:
+    def _required(self, triplets: Triplets | None) -> Triplets:
         if triplets is None:
             raise ValueError("This layer has a three-body term: pass the batch's triplets.")
         return triplets
@@ -176,7 +178,7 @@ class MessageLayer(nn.Module):
         z = torch.cat([atom_fea[center], atom_fea[neighbor], edge_fea], dim=1)
         hidden = self.first(z)
         if self.three_body is not None:
-            hidden = hidden + self.three_body(atom_fea, self._needs(triplets))
+            hidden = hidden + self.three_body(atom_fea, self._required(triplets))
         hidden = nn.functional.silu(hidden)
         for layer in self.edge_mlp:
             hidden = nn.functional.silu(layer(hidden))
@@ -199,7 +201,7 @@ class MessageLayer(nn.Module):
             f"{type(self).__name__}({self.atom_fea_len}, edge_fea_len={self.edge_fea_len}, "
             f"edge_layers={1 + len(self.edge_mlp)}, edge_width={self.first.out_features}, "
             f"aggregation={self.aggregation!r}"
-            + (f", three_body={self.three_body.gate.out_features}" if self.three_body else "")
+            + (f", n_angle_basis={self.three_body.gate.out_features}" if self.three_body else "")
             + ")"
         )
 

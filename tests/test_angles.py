@@ -212,7 +212,7 @@ def test_a_layer_with_three_body_equals_its_plain_form_with_gradients(small_crys
     results = []
     for fast in (True, False):
         torch.manual_seed(1)
-        layer = MessageLayer(8, edge_fea.shape[1], 2, 6, three_body=4).double()
+        layer = MessageLayer(8, edge_fea.shape[1], 2, 6, n_angle_basis=4).double()
         x = torch.randn(len(batch.atom_fea), 8, dtype=torch.float64, generator=None)
         x = x.requires_grad_()
         features = EdgeFeatures(edge_fea, torch.arange(len(edge_fea)))
