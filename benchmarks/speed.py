@@ -435,7 +435,8 @@ def render(results: dict) -> str:
         "",
         "## Largest dataset in 24 GiB",
         "",
-        "Graphs are stored flat (12 bytes an edge, a few per atom) and batches are cut on the fly, "
+        "Graphs are stored flat (24 bytes an edge: its atoms, length and displacement vector; "
+        "a few per atom) and batches are cut on the fly, "
         "so memory grows with the stored graphs only; a training run's own peak (above, which "
         "also holds the whole task's pymatgen structures and the peers' copies) does not grow "
         "with the data. Beside that peak, 24 GiB holds (estimated from the measured size of "
