@@ -12,7 +12,7 @@ from numbers import Integral, Real
 from typing import NamedTuple
 
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
 from .angles import ThreeBody, Triplets, triplets
@@ -315,13 +315,8 @@ class MessageNet(CrystalReadout):
         three_body_cutoff: float = 4.0,
         three_body_lmax: int = 3,
     ) -> None:
-        arguments = locals()
+        self._check_parameters(locals())
         super().__init__()
-        validate_parameter_constraints(
-            self._parameter_constraints,
-            {name: arguments[name] for name in self._parameter_constraints},
-            caller_name=type(self).__name__,
-        )
         self.pooling = pooling
         self.readout = readout
         self.pool_layers = pool_layers
@@ -336,16 +331,8 @@ class MessageNet(CrystalReadout):
             MessageLayer(atom_fea_len, edge_fea_len, edge_layers, edge_width, aggregation, n_angles)
             for _ in range(n_conv)
         )
-        hidden = [nn.Linear(atom_fea_len, h_fea_len)]
-        hidden += [nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1)]
-        self.hidden = nn.ModuleList(hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.fc_out = nn.Linear(h_fea_len, n_out)
+        self._build_head(atom_fea_len, h_fea_len, n_h, n_out, dropout)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for layer in (self.embedding, *self.convs, *self.hidden, self.fc_out):
-            layer.reset_parameters()
 
     def edge_features(self, batch: GraphBatch) -> EdgeFeatures:
         """The edge vectors, computed once per distinct edge length of the batch."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
 from .edges import (
@@ -223,28 +223,15 @@ class CGCNN(CrystalReadout):
         readout: str = "crystal",
         pool_layers: str = "last",
     ) -> None:
-        arguments = locals()
+        self._check_parameters(locals())
         super().__init__()
-        validate_parameter_constraints(
-            self._parameter_constraints,
-            {name: arguments[name] for name in self._parameter_constraints},
-            caller_name=type(self).__name__,
-        )
         self.pooling = pooling
         self.readout = readout
         self.pool_layers = pool_layers
         self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
         self.convs = nn.ModuleList(CGConv(atom_fea_len, nbr_fea_len) for _ in range(n_conv))
-        hidden = [nn.Linear(atom_fea_len, h_fea_len)]
-        hidden += [nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1)]
-        self.hidden = nn.ModuleList(hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.fc_out = nn.Linear(h_fea_len, n_out)
+        self._build_head(atom_fea_len, h_fea_len, n_h, n_out, dropout)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for layer in (self.embedding, *self.convs, *self.hidden, self.fc_out):
-            layer.reset_parameters()
 
     def layer_vectors(self, batch: GraphBatch) -> list[Tensor]:
         """The atom vectors after the embedding and after each convolution."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from sklearn.utils._param_validation import validate_parameter_constraints
 from torch import Tensor, nn
 
 from .graphs import GraphBatch
@@ -34,6 +35,29 @@ class CrystalReadout(nn.Module):
 
     #: The head's activation, applied to the pooled vector and after each hidden layer.
     activation = staticmethod(nn.functional.softplus)
+
+    @classmethod
+    def _check_parameters(cls, arguments: dict) -> None:
+        """Refuse ``__init__`` arguments outside ``cls._parameter_constraints``, by name."""
+        validate_parameter_constraints(
+            cls._parameter_constraints,
+            {name: arguments[name] for name in cls._parameter_constraints},
+            caller_name=cls.__name__,
+        )
+
+    def _build_head(
+        self, atom_fea_len: int, h_fea_len: int, n_h: int, n_out: int, dropout: float
+    ) -> None:
+        """The head: ``n_h`` hidden layers of ``h_fea_len``, dropout, ``n_out`` outputs."""
+        hidden = [nn.Linear(atom_fea_len, h_fea_len)]
+        hidden += [nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1)]
+        self.hidden = nn.ModuleList(hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.fc_out = nn.Linear(h_fea_len, n_out)
+
+    def reset_parameters(self) -> None:
+        for layer in (self.embedding, *self.convs, *self.hidden, self.fc_out):
+            layer.reset_parameters()
 
     def layer_vectors(self, batch: GraphBatch) -> list[Tensor]:
         """The atom vectors after the embedding and after each layer, ``n_layers + 1`` tensors."""
