@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import norm
 from sklearn.base import clone
+from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 
 from skgnn import CrystalGraphTransformer
@@ -14,8 +15,10 @@ from skgnn.baselines import RandomForestWithStd
 from skgnn.calibration import (
     RecalibratedRegressor,
     calibration_curve,
+    combined_std,
     error_std_spearman,
     fit_coverage_scale,
+    fit_scale_and_noise,
     fit_std_scale,
     gaussian_nll,
     miscalibration_area,
@@ -154,3 +157,102 @@ def test_recalibration_refuses_a_split_that_leaves_nothing_to_fit():
         RecalibratedRegressor(RandomForestWithStd(), held_out_fraction=0.9).fit(
             np.zeros((4, 1)), np.zeros(4)
         )
+
+
+# ---- a noise floor under the spread, and out-of-fold recalibration -------------------------
+
+
+def _spread_with_shared_noise(n: int, scale: float, noise_std: float, seed: int = 0):
+    """Errors of variance (scale · σ)² + noise_std², as an ensemble blind to shared noise makes."""
+    rng = np.random.default_rng(seed)
+    std = np.exp(rng.uniform(np.log(0.01), np.log(2.0), n))  # spreads over two decades
+    return rng.normal(0.0, np.hypot(scale * std, noise_std)), std
+
+
+def test_combined_std_by_hand():
+    np.testing.assert_allclose(combined_std([3.0, 0.0], 2.0, 8.0), [10.0, 8.0])
+    np.testing.assert_allclose(combined_std([3.0], 2.0), [6.0])
+
+
+def test_likelihood_recovers_scale_and_noise_from_errors_that_have_both():
+    errors, std = _spread_with_shared_noise(40_000, scale=2.0, noise_std=0.5)
+    scale, noise_std = fit_scale_and_noise(errors, 0.0, std, method="likelihood")
+    assert scale == pytest.approx(2.0, rel=0.03)
+    assert noise_std == pytest.approx(0.5, rel=0.05)
+
+
+def test_coverage_with_noise_covers_the_small_spreads_that_one_factor_cannot():
+    # the coverage objective is flat along a ridge of (scale, noise) pairs, so only the
+    # area it reaches is checked, not the pair
+    errors, std = _spread_with_shared_noise(4_000, scale=2.0, noise_std=0.5)
+    scale, noise_std = fit_scale_and_noise(errors, 0.0, std, method="coverage")
+    with_noise = miscalibration_area(errors, 0.0, combined_std(std, scale, noise_std))
+    scale_only = miscalibration_area(errors, 0.0, fit_coverage_scale(errors, 0.0, std) * std)
+    assert with_noise < 0.015 and scale_only > 0.04
+    assert noise_std > 0
+
+
+def test_noise_is_not_invented_where_the_spread_alone_is_calibrated():
+    errors, std = _spread_with_shared_noise(40_000, scale=1.0, noise_std=0.0, seed=1)
+    scale, noise_std = fit_scale_and_noise(errors, 0.0, std, method="likelihood")
+    assert scale == pytest.approx(1.0, rel=0.03)
+    assert noise_std < 0.05
+
+
+def test_recalibration_with_noise_applies_both_parameters_learned_on_held_out_rows():
+    rng = np.random.default_rng(2)
+    X = rng.random((300, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(0, 0.3, 300)
+    model = RecalibratedRegressor(
+        RandomForestWithStd(n_estimators=20, random_state=0),
+        held_out_fraction=0.3,
+        method="likelihood",
+        noise=True,
+    ).fit(X[:250], y[:250])
+    held_out = np.sort(np.random.default_rng(0).permutation(250)[:75])
+    mean, std = model.estimator_.predict(X[held_out], return_std=True)
+    assert (model.std_scale_, model.noise_std_) == pytest.approx(
+        fit_scale_and_noise(y[held_out], mean, std, method="likelihood")
+    )
+    assert model.noise_std_ > 0.05  # the forest's spread misses the 0.3 of noise in every row
+    test_mean, test_std = model.predict(X[250:], return_std=True)
+    raw_mean, raw_std = model.estimator_.predict(X[250:], return_std=True)
+    np.testing.assert_allclose(test_mean, raw_mean)
+    np.testing.assert_allclose(test_std, np.hypot(model.std_scale_ * raw_std, model.noise_std_))
+
+
+def test_out_of_fold_recalibration_uses_every_row_then_refits_on_all():
+    rng = np.random.default_rng(3)
+    X = rng.random((120, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(0, 0.3, 120)
+    forest = RandomForestWithStd(n_estimators=10, random_state=0)
+    model = RecalibratedRegressor(forest, cv=4, random_state=5).fit(X, y)
+    mean, std = np.empty(120), np.empty(120)
+    for train, test in KFold(4, shuffle=True, random_state=5).split(X):
+        mean[test], std[test] = (
+            clone(forest).fit(X[train], y[train]).predict(X[test], return_std=True)
+        )
+    assert model.std_scale_ == pytest.approx(fit_std_scale(y, mean, std))
+    assert model.noise_std_ == 0.0
+    np.testing.assert_allclose(model.predict(X), clone(forest).fit(X, y).predict(X))
+
+
+@pytest.mark.parametrize("cv", [None, 3])
+def test_recalibration_passes_each_fit_its_own_rows_sample_weights(cv):
+    rng = np.random.default_rng(4)
+    X, y, weights = rng.random((60, 2)), rng.random(60), rng.uniform(0.5, 2.0, 60)
+    forest = RandomForestWithStd(n_estimators=20, random_state=0)
+    model = RecalibratedRegressor(forest, cv=cv, held_out_fraction=0.2).fit(
+        X, y, sample_weight=weights
+    )
+    if cv is None:
+        train = np.sort(np.random.default_rng(0).permutation(60)[12:])
+        reference = clone(forest).fit(X[train], y[train], sample_weight=weights[train])
+    else:
+        reference = clone(forest).fit(X, y, sample_weight=weights)
+    np.testing.assert_allclose(model.predict(X), reference.predict(X))
+
+
+def test_out_of_fold_recalibration_refuses_more_folds_than_rows():
+    with pytest.raises(ValueError, match="cv=5 folds need at least 5 rows; got 3"):
+        RecalibratedRegressor(RandomForestWithStd(), cv=5).fit(np.zeros((3, 1)), np.zeros(3))
