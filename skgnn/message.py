@@ -19,7 +19,7 @@ from .angles import ThreeBody, Triplets, triplets
 from .edges import EdgeFeatures, Segments, _grouped, segment_sum
 from .graphs import GraphBatch
 from .radial import RadialBasis
-from .readout import POOLINGS, CrystalReadout
+from .readout import CrystalReadout
 
 
 class EdgeRows(NamedTuple):
@@ -270,23 +270,13 @@ class MessageNet(CrystalReadout):
     activation = staticmethod(nn.functional.silu)
 
     _parameter_constraints: dict = {
-        "orig_atom_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "nbr_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "atom_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "n_conv": [Interval(Integral, 0, None, closed="left")],
+        **CrystalReadout._parameter_constraints,
         "edge_layers": [Interval(Integral, 1, None, closed="left")],
         "edge_width": [Interval(Integral, 1, None, closed="left")],
         "aggregation": [StrOptions({"sum", "mean"})],
         "edge_basis": [StrOptions({"gaussian", "radial"})],
         "n_radial": [Interval(Integral, 1, None, closed="left")],
         "cutoff": [Interval(Real, 0, None, closed="neither")],
-        "h_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "n_h": [Interval(Integral, 1, None, closed="left")],
-        "pooling": [StrOptions(set(POOLINGS))],
-        "pool_layers": [StrOptions({"last", "all"})],
-        "n_out": [Interval(Integral, 1, None, closed="left")],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "readout": [StrOptions({"crystal", "atom"})],
         "three_body": ["boolean"],
         "three_body_cutoff": [Interval(Real, 0, None, closed="neither")],
         "three_body_lmax": [Interval(Integral, 0, None, closed="left")],

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
 from .edges import (
@@ -17,7 +14,7 @@ from .edges import (
 )
 from .gaussians import GaussianWindow
 from .graphs import GraphBatch
-from .readout import POOLINGS, CrystalReadout, pool
+from .readout import CrystalReadout, pool
 
 __all__ = ["CGCNN", "CGConv", "batch_norm", "edge_rows", "pool"]
 
@@ -194,20 +191,6 @@ class CGCNN(CrystalReadout):
         their mean over the embedding and every convolution (the paper's
         equation, :class:`~skgnn.readout.CrystalReadout`).
     """
-
-    _parameter_constraints: dict = {
-        "orig_atom_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "nbr_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "atom_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "n_conv": [Interval(Integral, 0, None, closed="left")],
-        "h_fea_len": [Interval(Integral, 1, None, closed="left")],
-        "n_h": [Interval(Integral, 1, None, closed="left")],
-        "pooling": [StrOptions(set(POOLINGS))],
-        "n_out": [Interval(Integral, 1, None, closed="left")],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "readout": [StrOptions({"crystal", "atom"})],
-        "pool_layers": [StrOptions({"last", "all"})],
-    }
 
     def __init__(
         self,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import torch
-from sklearn.utils._param_validation import validate_parameter_constraints
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from torch import Tensor, nn
 
 from .graphs import GraphBatch
@@ -35,6 +37,21 @@ class CrystalReadout(nn.Module):
 
     #: The head's activation, applied to the pooled vector and after each hidden layer.
     activation = staticmethod(nn.functional.softplus)
+
+    #: The arguments every network takes; a subclass adds its own to these.
+    _parameter_constraints: dict = {
+        "orig_atom_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "nbr_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "atom_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "n_conv": [Interval(Integral, 0, None, closed="left")],
+        "h_fea_len": [Interval(Integral, 1, None, closed="left")],
+        "n_h": [Interval(Integral, 1, None, closed="left")],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "pool_layers": [StrOptions({"last", "all"})],
+        "n_out": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "readout": [StrOptions({"crystal", "atom"})],
+    }
 
     @classmethod
     def _check_parameters(cls, arguments: dict) -> None:

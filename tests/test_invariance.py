@@ -80,13 +80,15 @@ def translated(structure: Structure, shift) -> Structure:
     return moved
 
 
-def test_permutation_rotation_translation_supercell(model, real_structures):
-    @CASES
+def check_invariances(model, real_structures, cases) -> None:
+    """The same prediction after a site permutation, a rotation, a translation, a supercell."""
+
+    @cases
     @given(crystals(real_structures), st.integers(0, 10_000))
     def check_permutation(structure, seed):
         assert_same_prediction(model, structure, permuted(structure, seed))
 
-    @CASES
+    @cases
     @given(
         crystals(real_structures),
         st.floats(0, 360),
@@ -95,18 +97,22 @@ def test_permutation_rotation_translation_supercell(model, real_structures):
     def check_rotation(structure, angle, axis):
         assert_same_prediction(model, structure, rotated(structure, angle, axis))
 
-    @CASES
+    @cases
     @given(crystals(real_structures), st.lists(st.floats(-1, 1), min_size=3, max_size=3))
     def check_translation(structure, shift):
         assert_same_prediction(model, structure, translated(structure, shift))
 
-    @CASES
+    @cases
     @given(crystals(real_structures), st.sampled_from([(2, 1, 1), (1, 2, 1), (1, 1, 2)]))
     def check_supercell(structure, scaling):
         assert_same_prediction(model, structure, structure * scaling)
 
     for check in (check_permutation, check_rotation, check_translation, check_supercell):
         check()
+
+
+def test_permutation_rotation_translation_supercell(model, real_structures):
+    check_invariances(model, real_structures, CASES)
 
 
 def neighbour_signature(structure: Structure, atom: int, graph) -> list:

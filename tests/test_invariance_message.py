@@ -1,8 +1,7 @@
 """MessageNet's physical invariances: the hypothesis properties of test_invariance.py."""
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import settings
 from sklearn.pipeline import make_pipeline
 
 from skgnn import CrystalGraphTransformer
@@ -10,12 +9,8 @@ from skgnn import CrystalGraphTransformer
 from .conftest import tiny_regressor
 from .test_invariance import (
     CASES,
-    assert_same_prediction,
-    crystals,
-    permuted,
+    check_invariances,
     real_structures,  # noqa: F401 (a fixture)
-    rotated,
-    translated,
 )
 
 # fewer cases than the CGCNN's 200, on one network, in the default run; -m slow runs 200 on three
@@ -34,43 +29,14 @@ def message_model(request, jdft2d):
     return make_pipeline(CrystalGraphTransformer(max_neighbors=24), net).fit(structures, y)
 
 
-def _check_all(model, real_structures, cases):  # noqa: F811
-    @cases
-    @given(crystals(real_structures), st.integers(0, 10_000))
-    def check_permutation(structure, seed):
-        assert_same_prediction(model, structure, permuted(structure, seed))
-
-    @cases
-    @given(
-        crystals(real_structures),
-        st.floats(0, 360),
-        st.sampled_from([(0, 0, 1), (1, 1, 0), (1, 2, 3)]),
-    )
-    def check_rotation(structure, angle, axis):
-        assert_same_prediction(model, structure, rotated(structure, angle, axis))
-
-    @cases
-    @given(crystals(real_structures), st.lists(st.floats(-1, 1), min_size=3, max_size=3))
-    def check_translation(structure, shift):
-        assert_same_prediction(model, structure, translated(structure, shift))
-
-    @cases
-    @given(crystals(real_structures), st.sampled_from([(2, 1, 1), (1, 2, 1), (1, 1, 2)]))
-    def check_supercell(structure, scaling):
-        assert_same_prediction(model, structure, structure * scaling)
-
-    for check in (check_permutation, check_rotation, check_translation, check_supercell):
-        check()
-
-
 @pytest.mark.parametrize("message_model", ["radial-sum-all"], indirect=True)
 def test_permutation_rotation_translation_supercell(message_model, real_structures):  # noqa: F811
-    _check_all(message_model, real_structures, FEW)
+    check_invariances(message_model, real_structures, FEW)
 
 
 @pytest.mark.parametrize("message_model", ["radial-sum-all-angles"], indirect=True)
 def test_three_body_permutation_rotation_translation_supercell(message_model, real_structures):  # noqa: F811
-    _check_all(message_model, real_structures, FEW)
+    check_invariances(message_model, real_structures, FEW)
 
 
 @pytest.mark.slow
@@ -83,4 +49,4 @@ def test_permutation_rotation_translation_supercell_200_cases(
     message_model,
     real_structures,  # noqa: F811
 ):
-    _check_all(message_model, real_structures, CASES)
+    check_invariances(message_model, real_structures, CASES)
