@@ -1,8 +1,9 @@
 """Training on several processes (skgnn.distributed) computes what one process computes.
 
-Two gloo processes fit tiny nets on 40 jdft2d rows in batches of 15 (shards
-of 8 and 7 rows, then 5 and 5): the first step's gradients, the loss curve
-and the weights are compared with a single-process fit from the same seed.
+Two gloo processes fit tiny nets (CGCNNs, and a MessageNet) on 40 jdft2d rows
+in batches of 15 (shards of 8 and 7 rows, then 5 and 5): the first step's
+gradients, the loss curve and the weights are compared with a single-process
+fit from the same seed.
 """
 
 import pickle
@@ -37,15 +38,24 @@ RTOL, ATOL = 1e-4, 1e-6
 # over 30 epochs with Adam the two-process curve drifted 1.8e-4 (relative) from the
 # single-process one, while three seeds spread by 16% (benchmarks/results/distributed)
 CURVE_RTOL = 1e-3
-JOBS = {"whole-batch BN": (False, True), "weighted": (True, True), "per-shard BN": (False, False)}
+#: job -> (sample weights?, synchronised BatchNorm?, network)
+JOBS = {
+    "whole-batch BN": (False, True, "cgcnn"),
+    "weighted": (True, True, "cgcnn"),
+    "per-shard BN": (False, False, "cgcnn"),
+    "message": (True, True, "message"),
+}
+SAME_AS_ONE_PROCESS = ["whole-batch BN", "weighted", "message"]
 
 
-def net() -> CGCNNRegressor:
+def net(module: str = "cgcnn") -> CGCNNRegressor:
     """SGD, not Adam: Adam divides by the gradient's size, so it turns the rounding noise of a
     zero gradient (the gate layer's bias, which a BatchNorm cancels) into steps of ±lr."""
     first = ("first_gradients", FirstGradients())
-    return tiny_regressor(batch_size=15, max_epochs=2, callbacks=[first],
-                          optimizer=torch.optim.SGD, lr=0.05, optimizer__momentum=0.9)  # fmt: skip
+    message = {"module__edge_width": 16} if module == "message" else {}
+    return tiny_regressor(batch_size=15, max_epochs=2, callbacks=[first], module=module,
+                          optimizer=torch.optim.SGD, lr=0.05, optimizer__momentum=0.9,
+                          **message)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +69,18 @@ def data(jdft2d_graphs):
 def ranks(data, tmp_path_factory):
     """``ranks[r][job]``: what rank ``r`` saw in each job of JOBS, one spawn for all."""
     graphs, y, weight = data
-    jobs = [(net(), graphs, y, weight if weighted else None, synchronize)
-            for weighted, synchronize in JOBS.values()]  # fmt: skip
+    jobs = [(net(module), graphs, y, weight if weighted else None, synchronize)
+            for weighted, synchronize, module in JOBS.values()]  # fmt: skip
     return run_ranks(jobs, tmp_path_factory.mktemp("ranks"))
 
 
 @pytest.fixture(scope="module")
 def one_process(data):
     graphs, y, weight = data
-    return {weighted: observed(net().fit(graphs, y, sample_weight=weight if weighted else None),
-                               graphs)
-            for weighted in (False, True)}  # fmt: skip
+    fits = {(weighted, module) for weighted, _, module in JOBS.values()}
+    return {(weighted, module): observed(
+                net(module).fit(graphs, y, sample_weight=weight if weighted else None), graphs)
+            for weighted, module in fits}  # fmt: skip
 
 
 def assert_all_close(got: dict, expected: dict) -> None:
@@ -78,18 +89,18 @@ def assert_all_close(got: dict, expected: dict) -> None:
         torch.testing.assert_close(got[name], expected[name], rtol=RTOL, atol=ATOL, msg=name)
 
 
-@pytest.mark.parametrize("job", ["whole-batch BN", "weighted"])
+@pytest.mark.parametrize("job", SAME_AS_ONE_PROCESS)
 def test_first_step_gradients_are_those_of_one_process(ranks, one_process, job):
     index = list(JOBS).index(job)
-    weighted, _ = JOBS[job]
+    weighted, _, module = JOBS[job]
     for rank in ranks:  # after DDP's average, every rank holds the whole batch's gradient
-        assert_all_close(rank[index]["gradients"], one_process[weighted]["gradients"])
+        assert_all_close(rank[index]["gradients"], one_process[weighted, module]["gradients"])
 
 
 def test_per_shard_batch_norm_gives_other_gradients(ranks, one_process):
     """What synchronize_batch_norm=False states: each process normalises with its own shard."""
     got = ranks[0][list(JOBS).index("per-shard BN")]["gradients"]
-    expected = one_process[False]["gradients"]
+    expected = one_process[False, "cgcnn"]["gradients"]
     mismatched = [
         name for name in expected
         if not torch.allclose(got[name], expected[name], rtol=RTOL, atol=ATOL)
@@ -97,10 +108,11 @@ def test_per_shard_batch_norm_gives_other_gradients(ranks, one_process):
     assert any(".bn" in name or "convs" in name for name in mismatched)
 
 
-@pytest.mark.parametrize("job", ["whole-batch BN", "weighted"])
+@pytest.mark.parametrize("job", SAME_AS_ONE_PROCESS)
 def test_loss_curve_and_weights_are_those_of_one_process(ranks, one_process, job):
     index = list(JOBS).index(job)
-    reference = one_process[JOBS[job][0]]
+    weighted, _, module = JOBS[job]
+    reference = one_process[weighted, module]
     np.testing.assert_allclose(ranks[0][index]["train_loss"], reference["train_loss"], rtol=RTOL)
     assert_all_close(ranks[0][index]["state"], reference["state"])
     np.testing.assert_allclose(ranks[0][index]["predictions"], reference["predictions"],
