@@ -181,6 +181,10 @@ def run_fold(estimator: BaseEstimator, X, y: np.ndarray, train: np.ndarray, test
               "peak_rss_increase_mb": memory.peak_mb - memory.start_mb,
               "n_train": len(train), "n_test": len(test), "params": model_params(estimator),
               "y_true": y[test].tolist(), "y_pred": pred.tolist()}  # fmt: skip
+    history = getattr(fitted[-1] if hasattr(fitted, "steps") else fitted, "history", None)
+    if history:  # a net: skorch times each epoch (the fit's total also builds the graphs)
+        record["epochs"] = len(history)
+        record["seconds_per_epoch"] = float(np.mean(history[:, "dur"]))
     return record, fitted
 
 

@@ -51,6 +51,49 @@ def test_ablation_resumes_without_refitting(ablation_run, monkeypatch):
     assert after["tasks"] == json.loads(before)["tasks"]
 
 
+def test_a_fold_that_matbench_ran_with_the_same_settings_is_taken_not_refitted(
+    tmp_path, monkeypatch
+):
+    import argparse
+
+    task = "matbench_jdft2d"
+    X, y, _ = matbench.load_task(task, str(MATBENCH))
+    splits = list(matbench.MatbenchKFold().split(np.zeros(len(y))))
+    estimator = ablation.ROWS["message"][1](task, 0, None)
+    record = {"mae": 25.4, "fit_s": 850.0, "peak_rss_mb": 750.0, "n_train": 508,
+              "params": matbench.model_params(estimator)}  # fmt: skip
+    other = {**record, "mae": 99.0, "params": {**record["params"], "x": "1"}}
+    (tmp_path / task / "rerun").mkdir(parents=True)
+    for path, fold in ((tmp_path / task / "results.json", other),
+                       (tmp_path / task / "rerun" / "results.json", record)):  # fmt: skip
+        path.write_text(json.dumps({"data": {"subsample": None},
+                                    "models": {"message": {"folds": {"0": fold}}}}))  # fmt: skip
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a fold matbench ran was fitted again")
+
+    monkeypatch.setattr(ablation, "run_fold", refit)
+    results = {"tasks": {}}
+    args = argparse.Namespace(folds=[0], max_epochs=None, subsample=None)
+    ablation.run_row(task, "message", args, X, y, splits, results, save=lambda: None)
+    fold = results["tasks"][task]["message"]["folds"]["0"]
+    assert fold["mae"] == 25.4 and fold["source"] == f"{task}/rerun/results.json"
+    # 200 epochs, not timed one by one before: an upper bound from the fit's total
+    assert fold["seconds_per_epoch"] == pytest.approx(850.0 / 200)
+    assert fold["seconds_per_epoch_upper"] is True
+    assert fold["parameters"] == sum(
+        p.numel() for p in MessageNet(edge_width=128, nbr_fea_len=33).parameters()
+    )
+    assert "| message | MessageNet, the Matbench row's settings | 1 | 25.4 ± 0 | ≤ 4.25 |" in (
+        ablation.render({"machine": {"cpu": "x", "cores": 2, "packages": {"torch": "t"},
+                                     "torch_threads": 1},
+                         "command": "c", "data": {}, "tasks": results["tasks"]})
+    )  # fmt: skip
+    with pytest.raises(AssertionError, match="fitted again"):  # other settings: no match
+        ablation.run_row(task, "edge_layers_1", args, X, y, splits, results, save=lambda: None)
+
+
 def test_oversmoothing_writes_mae_and_spread_per_depth(tmp_path):
     argv = [*SMOKE[:2], "--max-epochs", "1", "--data-home", str(MATBENCH)]
     oversmoothing.main([*argv, "--depths", "1,2", "--networks", "cgcnn_all,message_last",
@@ -82,3 +125,4 @@ def test_matbench_harness_runs_the_message_row(tmp_path):
     assert record["params"]["cgcnnregressor__module"] == "'message'"
     assert record["params"]["cgcnnregressor__criterion"] == "torch.nn.modules.loss.L1Loss"
     assert np.isfinite(record["mae"])
+    assert record["epochs"] == 1 and 0 < record["seconds_per_epoch"] < record["fit_s"]
