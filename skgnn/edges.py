@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from . import fused
 from .gaussians import GaussianWindow
 
 
@@ -207,11 +208,7 @@ class EdgeConvolution(torch.autograd.Function):
         torch.addcmul(shift, atom_terms, scale, out=table[: 2 * n_atoms].view_as(atom_terms))
         torch.mm(features, w_edge.T * scale, out=table[2 * n_atoms :])
 
-        gate = torch.embedding_bag(table, plan.rows.view(-1), plan.bag_offsets, False, 0)[0]
-        gate_filter, gate_core = gate.chunk(2, dim=1)
-        gate_filter = torch.sigmoid(gate_filter)
-        core_softplus, core_sigmoid = softplus_and_sigmoid(gate_core, plan.by_row is not None)
-        summed = segment_sum(gate_filter * core_softplus, plan.by_center)
+        summed, gate_filter, core_softplus, core_sigmoid = _gated_messages(table, plan)
 
         ctx.save_for_backward(gate_filter, core_softplus, core_sigmoid, atom_fea, w_atoms,
                               atom_terms, w_edge, bias, mean, scale, inv_std)  # fmt: skip
@@ -226,14 +223,10 @@ class EdgeConvolution(torch.autograd.Function):
         plan: EdgePlan = ctx.plan
         if plan.by_row is None:
             raise RuntimeError("The EdgePlan was built with gradients=False.")
-        # messages σ(f) g(s): ∂s = ∂m σ(f) σ(s), ∂f = ∂m g(s) σ(f) (1 - σ(f))
-        grad_core = grad_summed.index_select(0, plan.center).mul_(gate_filter)
-        grad_filter = grad_core * core_softplus
-        grad_filter.addcmul_(grad_filter, gate_filter, value=-1.0)
-        grad_core.mul_(core_sigmoid)
-        # the table's gradient: each row's edges summed; the halves are not joined per edge
-        grad_table = torch.cat([segment_sum(grad_filter, plan.by_row),
-                                segment_sum(grad_core, plan.by_row)], dim=1)  # fmt: skip
+        # the table's gradient: each row's edges summed
+        grad_table = _gated_messages_backward(
+            grad_summed, plan, gate_filter, core_softplus, core_sigmoid
+        )
         grad_rows = grad_table[: 2 * len(atom_fea)].view_as(atom_terms)
         grad_gaussians = plan.features.table.T @ grad_table[2 * len(atom_fea) :]
 
@@ -260,6 +253,50 @@ class EdgeConvolution(torch.autograd.Function):
         grad_w_atoms = (grad_atom_terms.T @ atom_fea).view(2, len(scale), -1).transpose(0, 1)
         grad_weight = torch.cat([grad_w_atoms.flatten(1), grad_w_edge], dim=1)
         return grad_atom_fea, grad_weight, grad_bias, grad_bn_weight, grad_shift, None, None, None
+
+
+def _gated_messages(table: Tensor, plan: EdgePlan) -> tuple[Tensor, ...]:
+    """Per-atom sums of ``σ(f) g(s)``, and ``σ(f)``, ``g(s)``, ``σ(s)`` for the backward.
+
+    Edge ``e``'s ``[f, s]`` is the sum of its three table rows. The fused kernel
+    (:mod:`skgnn.fused`) makes it all in one pass over the edges; the torch form
+    makes the same in a dozen.
+    """
+    gradients = plan.by_row is not None
+    if fused.usable(table) and fused.kernels() is not None:
+        out = fused.gate_forward(table, plan.rows, *plan.by_center, len(plan.by_center.offsets),
+                                 keep=gradients)  # fmt: skip
+        return tuple(out) if gradients else (out[0], None, None, None)
+    gate = torch.embedding_bag(table, plan.rows.view(-1), plan.bag_offsets, False, 0)[0]
+    gate_filter, gate_core = gate.chunk(2, dim=1)
+    gate_filter = torch.sigmoid(gate_filter)
+    core_softplus, core_sigmoid = softplus_and_sigmoid(gate_core, gradients)
+    return (
+        segment_sum(gate_filter * core_softplus, plan.by_center),
+        gate_filter,
+        core_softplus,
+        core_sigmoid,
+    )
+
+
+def _gated_messages_backward(grad_summed: Tensor, plan: EdgePlan, gate_filter: Tensor,
+                             core_softplus: Tensor, core_sigmoid: Tensor) -> Tensor:  # fmt: skip
+    """The table's gradient: ``∂[f, s]`` of every edge, summed per table row.
+
+    Messages ``σ(f) g(s)``: ``∂s = ∂m σ(f) σ(s)``, ``∂f = ∂m g(s) σ(f) (1 - σ(f))``.
+    """
+    if fused.usable(gate_filter) and fused.kernels() is not None:
+        grad_gate = fused.gate_backward(
+            grad_summed, plan.center, gate_filter, core_softplus, core_sigmoid
+        )
+        return segment_sum(grad_gate, plan.by_row)
+    grad_core = grad_summed.index_select(0, plan.center).mul_(gate_filter)
+    grad_filter = grad_core * core_softplus
+    grad_filter.addcmul_(grad_filter, gate_filter, value=-1.0)
+    grad_core.mul_(core_sigmoid)
+    # the halves are summed apart, not joined per edge
+    return torch.cat([segment_sum(grad_filter, plan.by_row),
+                      segment_sum(grad_core, plan.by_row)], dim=1)  # fmt: skip
 
 
 def _batch_statistics(
