@@ -126,3 +126,34 @@ def test_matbench_harness_runs_the_message_row(tmp_path):
     assert record["params"]["cgcnnregressor__criterion"] == "torch.nn.modules.loss.L1Loss"
     assert np.isfinite(record["mae"])
     assert record["epochs"] == 1 and 0 < record["seconds_per_epoch"] < record["fit_s"]
+
+
+@pytest.mark.slow  # ~1 min: five ensemble and forest fits on jdft2d's fold 0
+def test_uncertainty_benchmark_records_both_lines_and_resumes_only_with_its_settings(tmp_path):
+    from benchmarks import uncertainty
+
+    argv = ["--task", "matbench_jdft2d", "--folds", "0", "--members", "2", "--max-epochs", "1",
+            "--n-jobs", "1", "--forest-cv", "0", "--data-home", str(MATBENCH),
+            "--out", str(tmp_path)]  # fmt: skip
+    results = uncertainty.main(argv)
+    assert results["settings"] == {"members": 2, "max_epochs": 1, "recalibration": "coverage",
+                                   "noise": True, "forest_cv": 0}  # fmt: skip
+    for line in ("cgcnn_ensemble", "rf_scm_magpie"):
+        fold = results["lines"][line]["0"]
+        y, mean, std = (np.array(fold[k]) for k in ("y_true", "y_mean", "y_std"))
+        assert fold["mae"] == pytest.approx(np.mean(np.abs(y - mean)))
+        assert fold["miscalibration_area"] == pytest.approx(
+            uncertainty.miscalibration_area(y, mean, std)
+        )
+        assert fold["noise_std"] >= 0 and fold["std_scale"] > 0
+    assert len(results["lines"]["cgcnn_ensemble"]["0"]["member_mae"]) == 2
+    markdown = (tmp_path / "uncertainty.md").read_text()
+    assert "| cgcnn_ensemble | 1 |" in markdown and "Sampling floor" in markdown
+    again = uncertainty.main(argv)  # the same settings: the fold is kept, not refitted
+    assert again["lines"] == json.loads((tmp_path / "uncertainty.json").read_text())["lines"]
+    assert (again["lines"]["cgcnn_ensemble"]["0"]["fit_s"]
+            == results["lines"]["cgcnn_ensemble"]["0"]["fit_s"])  # fmt: skip
+    other = uncertainty.main([*argv[:-2], "--no-noise", "--lines", "rf_scm_magpie",
+                              "--out", str(tmp_path)])  # fmt: skip
+    assert list(other["lines"]) == ["rf_scm_magpie"]  # other settings: started over
+    assert other["lines"]["rf_scm_magpie"]["0"]["noise_std"] == 0.0
