@@ -156,11 +156,13 @@ def kernels():
     setting = os.environ.get("SKGNN_FUSED", "auto")
     if setting == "0":
         return None
+    name = f"skgnn_fused_gate_{_processor_tag()}"
     try:
         from torch.utils.cpp_extension import load_inline
 
+        _remove_stale_lock(name)
         return load_inline(
-            name=f"skgnn_fused_gate_{_processor_tag()}",
+            name=name,
             cpp_sources=SOURCE,
             functions=["gate_forward", "gate_backward"],
             # vectorised exp and log (glibc's libmvec) need -ffast-math; the kernels clamp
@@ -178,6 +180,32 @@ def kernels():
             stacklevel=2,
         )
         return None
+
+
+#: A build lock older than this (seconds) was left by a compile that was killed: torch would
+#: wait on it for ever. A compile takes about a minute alone, 7 minutes on loaded cores.
+STALE_LOCK_SECONDS = 900
+
+
+def _remove_stale_lock(name: str) -> None:
+    """Remove torch's build lock for ``name`` where no compile can still be holding it."""
+    import time
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = os.path.join(_get_build_directory(name, verbose=False), "lock")
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except OSError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        warnings.warn(
+            f"Removing {lock}, left {age / 60:.0f} minutes ago by a compile of skgnn's fused "
+            "kernel that was interrupted.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        os.remove(lock)
 
 
 def _processor_tag() -> str:

@@ -132,3 +132,20 @@ def test_without_a_compiler_the_torch_form_is_used_with_a_warning(monkeypatch, f
     fused.kernels.cache_clear()
     monkeypatch.setenv("SKGNN_FUSED", "0")
     assert fused.kernels() is None  # switched off: not even tried
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """A compile killed midway leaves torch's lock behind, and torch would wait on it for ever."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = os.path.join(_get_build_directory("skgnn_test_lock", verbose=False), "lock")
+    open(lock, "w").close()
+    fused._remove_stale_lock("skgnn_test_lock")  # just made: a compile may hold it
+    assert os.path.exists(lock)
+    old = os.path.getmtime(lock) - fused.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        fused._remove_stale_lock("skgnn_test_lock")
+    assert not os.path.exists(lock)
+    fused._remove_stale_lock("skgnn_test_lock")  # no lock: nothing to do
