@@ -263,7 +263,7 @@ def _gated_messages(table: Tensor, plan: EdgePlan) -> tuple[Tensor, ...]:
     makes the same in a dozen.
     """
     gradients = plan.by_row is not None
-    if fused.usable(table) and fused.kernels() is not None:
+    if fused.usable(table):
         out = fused.gate_forward(table, plan.rows, *plan.by_center, len(plan.by_center.offsets),
                                  keep=gradients)  # fmt: skip
         return tuple(out) if gradients else (out[0], None, None, None)
@@ -285,7 +285,7 @@ def _gated_messages_backward(grad_summed: Tensor, plan: EdgePlan, gate_filter: T
 
     Messages ``σ(f) g(s)``: ``∂s = ∂m σ(f) σ(s)``, ``∂f = ∂m g(s) σ(f) (1 - σ(f))``.
     """
-    if fused.usable(gate_filter) and fused.kernels() is not None:
+    if fused.usable(gate_filter):
         grad_gate = fused.gate_backward(
             grad_summed, plan.center, gate_filter, core_softplus, core_sigmoid
         )

@@ -223,8 +223,12 @@ def _processor_tag() -> str:
 
 
 def usable(table: Tensor) -> bool:
-    """Whether the fused kernels take this table (a CPU tensor of float32 or float64)."""
-    return table.device.type == "cpu" and table.dtype in (torch.float32, torch.float64)
+    """Whether the fused kernels are compiled and take this tensor (CPU, float32 or float64)."""
+    return (
+        table.device.type == "cpu"
+        and table.dtype in (torch.float32, torch.float64)
+        and kernels() is not None
+    )
 
 
 def gate_forward(

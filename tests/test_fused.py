@@ -22,6 +22,14 @@ def torch_form(monkeypatch):
     return use_torch_form
 
 
+@pytest.fixture
+def kernels():
+    """The compiled kernels; a test comparing them with the torch form needs them."""
+    if fused.kernels() is None:
+        pytest.skip("no fused kernels on this machine (test_the_kernels_compile_here says why)")
+    return fused.kernels()
+
+
 def test_the_kernels_compile_here():
     if fused.kernels() is None and not os.environ.get("CI"):
         pytest.skip("no C++ compiler for torch.utils.cpp_extension on this machine")
@@ -48,9 +56,9 @@ def _assert_same(fast, reference, **tolerance) -> None:
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_fused_cgcnn_equals_the_torch_form_on_real_crystals(jdft2d_graphs, torch_form, training):
-    if fused.kernels() is None:
-        pytest.skip("no fused kernels on this machine (test_the_kernels_compile_here says why)")
+def test_fused_cgcnn_equals_the_torch_form_on_real_crystals(
+    kernels, jdft2d_graphs, torch_form, training
+):
     graphs = jdft2d_graphs[0][:48]
     batch = graphs.batch(np.arange(len(graphs)))
 
@@ -64,9 +72,9 @@ def test_fused_cgcnn_equals_the_torch_form_on_real_crystals(jdft2d_graphs, torch
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_fused_convolution_equals_the_torch_form_in_float64(torch_form, monkeypatch, training):
-    if fused.kernels() is None:
-        pytest.skip("no fused kernels on this machine (test_the_kernels_compile_here says why)")
+def test_fused_convolution_equals_the_torch_form_in_float64(
+    kernels, torch_form, monkeypatch, training
+):
     atom_fea, edge_fea, edge_index = random_graph(n_atoms=9, n_edges=50)
     calls = []
     for name in ("gate_forward", "gate_backward"):
@@ -84,10 +92,8 @@ def test_fused_convolution_equals_the_torch_form_in_float64(torch_form, monkeypa
     _assert_same(fast, _step(forward, training), rtol=1e-12, atol=1e-12)
 
 
-def test_saturated_gates_and_cores_equal_the_torch_form(torch_form):
+def test_saturated_gates_and_cores_equal_the_torch_form(kernels, torch_form):
     """Pre-activations far past ±80: the softplus is s itself, the gate 0 or 1, no NaN."""
-    if fused.kernels() is None:
-        pytest.skip("no fused kernels on this machine (test_the_kernels_compile_here says why)")
     from skgnn.edges import _gated_messages, _gated_messages_backward, edge_plan
 
     atom_fea, edge_fea, edge_index = random_graph(n_atoms=6, n_edges=40)
