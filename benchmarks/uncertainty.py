@@ -29,6 +29,7 @@ from skgnn.baselines import make_rf_scm_magpie
 from skgnn.calibration import (
     RecalibratedRegressor,
     calibration_curve,
+    combined_std,
     error_std_spearman,
     gaussian_nll,
     miscalibration_area,
@@ -69,10 +70,11 @@ def fold_record(model, X, y, train, test) -> dict:
     start = time.perf_counter()
     model.fit(X.iloc[train], y[train])
     fit_s = time.perf_counter() - start
-    mean, std = model.predict(X.iloc[test], return_std=True)
     recalibrated = model[-1] if hasattr(model, "steps") else model
     test_X = model[:-1].transform(X.iloc[test]) if hasattr(model, "steps") else X.iloc[test]
-    _, raw_std = recalibrated.estimator_.predict(test_X, return_std=True)
+    # one prediction gives both spreads: recalibrating is a formula on the raw one
+    mean, raw_std = recalibrated.estimator_.predict(test_X, return_std=True)
+    std = combined_std(raw_std, recalibrated.std_scale_, recalibrated.noise_std_)
     y_test = y[test]
     record = {
         "mae": float(np.mean(np.abs(mean - y_test))),
