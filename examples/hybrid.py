@@ -68,7 +68,7 @@ def main() -> None:
 
     figure, axes = plt.subplots(1, 3, figsize=(12, 4.2), sharex=True, sharey=True)
     limit = [0, float(np.percentile(y[test], 99)) * 1.1]
-    for ax, (name, predicted) in zip(axes, predictions.items()):
+    for ax, (name, predicted) in zip(axes, predictions.items(), strict=True):
         ax.plot(limit, limit, color="0.6", lw=1)
         ax.scatter(y[test], predicted, s=10, alpha=0.6)
         ax.set_title(f"{name}\nMAE {maes[name]:.1f} meV/atom", fontsize=10)
