@@ -6,7 +6,9 @@
 
 Each model is a fresh clone fitted inside each fold on that fold's training rows only.
 ``results.json`` is rewritten after every fold, so an interrupted run keeps its finished folds
-and a rerun with the same settings skips them. Under ``benchmarks/results/<task>/`` (or --out):
+and a rerun with the same settings skips them. Processes given different ``--folds`` of a task
+can run side by side (one per core): each takes in the folds the others finished before it
+writes. Under ``benchmarks/results/<task>/`` (or --out):
 results.json (scores, timings, memory, out-of-fold predictions), results.md, parity_<model>.png,
 learning_curve.png (with --learning-curve) and, where the ``matbench`` package is installed
 (``pip install --no-deps matbench``) and no rows were subsampled,
@@ -18,6 +20,7 @@ refuses to load a task with folds missing).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -334,13 +337,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_model(name: str, args, X, y, rows, splits, results: dict, save) -> dict:
-    """Run ``name`` on the requested folds, skipping those stored with the same settings."""
+def run_model(name: str, args, X, y, rows, splits, results: dict, save, settings: dict) -> dict:
+    """Run ``name`` on the requested folds, skipping those stored with the same settings.
+
+    ``settings[name]`` receives each fold's parameters, so that ``save`` takes in only the
+    folds that other processes finished with these settings.
+    """
     model = results["models"].setdefault(name, {"folds": {}})
     estimators = {fold: MODELS[name](args, fold) for fold in range(len(splits))}
+    settings[name] = {str(fold): model_params(est) for fold, est in estimators.items()}
     # folds run with other settings are dropped, so a summary never mixes settings
     model["folds"] = {k: v for k, v in model["folds"].items()
-                      if v["params"] == model_params(estimators[int(k)])}  # fmt: skip
+                      if v["params"] == settings[name][k]}  # fmt: skip
     for fold in args.folds:
         if str(fold) in model["folds"]:
             mae = model["folds"][str(fold)]["mae"]
@@ -369,6 +377,23 @@ def open_results(path: Path, task: str, data: dict) -> dict:
     return results
 
 
+def merge_finished_folds(results: dict, stored: dict, settings: dict) -> None:
+    """Take into ``results`` the folds and curves that other processes stored meanwhile.
+
+    Folds of a model this process runs are taken only with its settings (``settings[model]``,
+    fold -> parameters); the folds this process holds win.
+    """
+    if stored.get("data") != results["data"]:
+        return
+    for name, model in stored["models"].items():
+        mine = results["models"].setdefault(name, {"folds": {}})["folds"]
+        for fold, record in model["folds"].items():
+            expected = settings.get(name, {}).get(fold, record["params"])
+            if fold not in mine and record["params"] == expected:
+                mine[fold] = record
+    results["learning_curve"] = {**stored["learning_curve"], **results["learning_curve"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the head-to-head; returns what results.json holds."""
     import matplotlib
@@ -393,16 +418,24 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
 
+    settings: dict[str, dict[str, dict]] = {}
+
     def save() -> None:
-        for model in results["models"].values():
-            model["summary"] = summarize(model["folds"]) if model["folds"] else {}
-        write_json(path, results, indent=1)
-        done = {k: v for k, v in results["models"].items() if v["folds"]}
-        (folder / "results.md").write_text(render({**results, "models": done}))
+        # processes running other folds into this folder take turns: each merges what the
+        # others stored since it started, so none writes over another's finished fold
+        with open(folder / "results.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                merge_finished_folds(results, json.loads(path.read_text()), settings)
+            for model in results["models"].values():
+                model["summary"] = summarize(model["folds"]) if model["folds"] else {}
+            write_json(path, results, indent=1)
+            done = {k: v for k, v in results["models"].items() if v["folds"]}
+            (folder / "results.md").write_text(render({**results, "models": done}))
 
     splits = list(MatbenchKFold().split(np.zeros(len(y))))
     for name in args.models:
-        model = run_model(name, args, X, y, rows, splits, results, save)
+        model = run_model(name, args, X, y, rows, splits, results, save, settings)
         plot_parity(name, model["folds"], results["unit"], folder / f"parity_{name}.png")
     if args.learning_curve:
         for name in args.models:

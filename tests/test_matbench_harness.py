@@ -80,6 +80,45 @@ def test_rerun_skips_finished_folds(tiny_run, tmp_path, monkeypatch):
     assert fitted == ["CGCNNRegressor"]
 
 
+def test_processes_running_other_folds_keep_each_others_folds(tmp_path, monkeypatch):
+    """Two processes on one folder: the one that writes last keeps the other's fold."""
+    quick = [*TINY, "--models", "rf_scm_magpie"]
+    other = tmp_path / "other"
+    matbench.main([*quick, "--out", str(other)])  # the other process's fold 0, stored ...
+    real_run_fold = matbench.run_fold
+
+    def fold_while_the_other_finishes(*args):
+        result = real_run_fold(*args)
+        shutil.copy(other / "results.json", tmp_path / "results.json")  # ... meanwhile
+        return result
+
+    monkeypatch.setattr(matbench, "run_fold", fold_while_the_other_finishes)
+    matbench.main([*quick, "--folds", "1", "--out", str(tmp_path)])
+    stored = json.loads((tmp_path / "results.json").read_text())
+    folds = stored["models"]["rf_scm_magpie"]["folds"]
+    assert sorted(folds) == ["0", "1"]
+    assert stored["models"]["rf_scm_magpie"]["summary"]["n_folds"] == 2
+    first = json.loads((other / "results.json").read_text())["models"]["rf_scm_magpie"]
+    assert folds["0"] == first["folds"]["0"]
+
+
+def test_a_stored_fold_with_other_settings_is_not_taken_in(tiny_run):
+    _, stored = tiny_run
+    fold = stored["models"]["cgcnn"]["folds"]["0"]
+    results = {"data": stored["data"], "models": {}, "learning_curve": {}}
+    other_epochs = {**fold["params"], "cgcnnregressor__max_epochs": "1"}
+    matbench.merge_finished_folds(results, stored, {"cgcnn": {"0": other_epochs}})
+    assert results["models"]["cgcnn"]["folds"] == {}
+    assert (
+        results["models"]["rf_scm_magpie"]["folds"]["0"]
+        == stored["models"]["rf_scm_magpie"]["folds"]["0"]
+    )
+    assert results["learning_curve"] == stored["learning_curve"]
+    elsewhere = {**results, "data": {**stored["data"], "n_rows": 61}, "models": {}}
+    matbench.merge_finished_folds(elsewhere, stored, {})
+    assert elsewhere["models"] == {}
+
+
 def test_fold_fit_sees_training_rows_only(fold0):
     X, y, train, test = fold0
     args = matbench.parse_args(TINY)
