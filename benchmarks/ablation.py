@@ -17,7 +17,8 @@ parameter count, and is written to ``benchmarks/results/ablation/ablation.json``
 as it ends; a rerun skips what is done with the same settings, and a fold that
 ``benchmarks.matbench`` already ran with the same settings (the ``message`` row is its
 ``message`` model) is taken from that run's ``results.json`` instead of trained again.
-``ablation.md`` is the table (mean over the folds run).
+Processes given other ``--rows`` (one per core) can run side by side: each takes in the rows
+the others finished before it writes. ``ablation.md`` is the table (mean over the folds run).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sklearn.pipeline import make_pipeline
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
 from skgnn.model_selection import MatbenchKFold
 
-from .common import RESULTS, data_home, machine, write_json
+from .common import RESULTS, data_home, machine, take_missing_folds, taking_turns, write_json
 from .leaderboard import LEADERBOARD_MAE, UNITS
 from .matbench import load_task, message_epochs, message_pipeline, model_params, run_fold
 
@@ -120,13 +121,18 @@ def _from_matbench(record: dict, estimator: BaseEstimator, X, y, train) -> dict:
     return fold
 
 
-def run_row(task: str, row: str, args, X, y, splits, results: dict, save) -> None:
-    """Run ``row`` on the task's folds, skipping folds stored with the same settings."""
+def run_row(task: str, row: str, args, X, y, splits, results: dict, save, settings: dict) -> None:
+    """Run ``row`` on the task's folds, skipping folds stored with the same settings.
+
+    ``settings[task][row]`` receives each fold's parameters, so that ``save`` takes in only
+    the folds that other processes finished with these settings.
+    """
     what, factory = ROWS[row]
     stored = results["tasks"].setdefault(task, {}).setdefault(row, {"what": what, "folds": {}})
+    expected = settings.setdefault(task, {}).setdefault(row, {})
     for fold in args.folds or TASK_FOLDS[task]:
         estimator = factory(task, fold, args.max_epochs)
-        params = model_params(estimator)
+        params = expected[str(fold)] = model_params(estimator)
         done = stored["folds"].get(str(fold))
         if done is not None and done["params"] == params:
             print(f"{task} {row:>14} fold {fold}: done before, MAE {done['mae']:.4g}", flush=True)
@@ -154,6 +160,20 @@ def run_row(task: str, row: str, args, X, y, splits, results: dict, save) -> Non
         )
 
 
+def merge_finished_rows(results: dict, stored: dict, settings: dict) -> None:
+    """Take into ``results`` the folds that other processes stored meanwhile.
+
+    Folds this process runs are taken only with its settings (``settings[task][row]``, fold ->
+    parameters); the folds this process holds win.
+    """
+    if stored.get("data") != results["data"]:
+        return
+    for task, rows in stored["tasks"].items():
+        for row, record in rows.items():
+            mine = results["tasks"].setdefault(task, {}).setdefault(row, {**record, "folds": {}})
+            take_missing_folds(mine["folds"], record["folds"], settings.get(task, {}).get(row, {}))
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     lines = [
@@ -176,7 +196,7 @@ def render(results: dict) -> str:
         lines += ["", f"## {task}", "",
                   f"| row | change | folds | MAE ({unit}) | s / epoch | epochs | fit total | "
                   "parameters |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for row, stored in rows.items():
+        for row, stored in sorted(rows.items(), key=lambda item: list(ROWS).index(item[0])):
             folds = list(stored["folds"].values())
             if not folds:
                 continue
@@ -236,16 +256,22 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python -m benchmarks.ablation " + " ".join(argv or [])
     results.update(machine=machine(), command=command.strip())
 
+    settings: dict[str, dict[str, dict]] = {}
+
     def save() -> None:
-        write_json(path, results, indent=1)
-        (folder / "ablation.md").write_text(render(results))
+        # processes running other rows into this folder take turns and keep each other's folds
+        with taking_turns(path) as stored:
+            if stored is not None:
+                merge_finished_rows(results, stored, settings)
+            write_json(path, results, indent=1)
+            (folder / "ablation.md").write_text(render(results))
 
     home = data_home(args.data_home)
     for task in args.tasks:
         X, y, _ = load_task(task, home, args.subsample)
         splits = list(MatbenchKFold().split(np.zeros(len(y))))
         for row in args.rows:
-            run_row(task, row, args, X, y, splits, results, save)
+            run_row(task, row, args, X, y, splits, results, save, settings)
     save()
     return results
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -53,6 +56,29 @@ def write_json(path: Path, payload: dict, indent: int = 2) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
     tmp.replace(path)
+
+
+@contextmanager
+def taking_turns(path: Path) -> Iterator[dict | None]:
+    """Hold ``path``'s lock (a ``.lock`` file beside it) and yield what ``path`` holds now.
+
+    Processes that write one results file side by side (each running other folds or rows)
+    take turns through this lock, so each can merge what the others stored before it writes.
+    """
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield json.loads(path.read_text()) if path.exists() else None
+
+
+def take_missing_folds(mine: dict, stored: dict, expected: dict) -> None:
+    """Add to ``mine`` the ``stored`` folds it lacks (fold -> record with ``params``).
+
+    A fold listed in ``expected`` (fold -> parameters this process runs it with) is taken
+    only with those parameters, so a summary never mixes settings.
+    """
+    for fold, record in stored.items():
+        if fold not in mine and record["params"] == expected.get(fold, record["params"]):
+            mine[fold] = record
 
 
 def write_results(folder: Path, name: str, payload: dict, markdown: str) -> None:

@@ -20,7 +20,6 @@ refuses to load a task with folds missing).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
 from skgnn.hybrid import make_hybrid
 from skgnn.model_selection import MatbenchKFold
 
-from .common import RESULTS, data_home, machine, write_json
+from .common import RESULTS, data_home, machine, take_missing_folds, taking_turns, write_json
 from .leaderboard import LEADERBOARD_MAE, TARGETS, UNITS
 
 LEADERBOARD_ROWS = ("CGCNN", "ALIGNN", "coGN", "RF-SCM/Magpie", "Dummy")
@@ -387,10 +386,7 @@ def merge_finished_folds(results: dict, stored: dict, settings: dict) -> None:
         return
     for name, model in stored["models"].items():
         mine = results["models"].setdefault(name, {"folds": {}})["folds"]
-        for fold, record in model["folds"].items():
-            expected = settings.get(name, {}).get(fold, record["params"])
-            if fold not in mine and record["params"] == expected:
-                mine[fold] = record
+        take_missing_folds(mine, model["folds"], settings.get(name, {}))
     results["learning_curve"] = {**stored["learning_curve"], **results["learning_curve"]}
 
 
@@ -423,10 +419,9 @@ def main(argv: list[str] | None = None) -> dict:
     def save() -> None:
         # processes running other folds into this folder take turns: each merges what the
         # others stored since it started, so none writes over another's finished fold
-        with open(folder / "results.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if path.exists():
-                merge_finished_folds(results, json.loads(path.read_text()), settings)
+        with taking_turns(path) as stored:
+            if stored is not None:
+                merge_finished_folds(results, stored, settings)
             for model in results["models"].values():
                 model["summary"] = summarize(model["folds"]) if model["folds"] else {}
             write_json(path, results, indent=1)

@@ -1,6 +1,7 @@
 """The issue #14 benchmark scripts (ablation, oversmoothing, --models message), on subsamples."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -51,6 +52,27 @@ def test_ablation_resumes_without_refitting(ablation_run, monkeypatch):
     assert after["tasks"] == json.loads(before)["tasks"]
 
 
+def test_processes_running_other_rows_keep_each_others_rows(ablation_run, tmp_path, monkeypatch):
+    """Two processes on one folder: the one that writes last keeps the other's rows."""
+    other, argv = ablation_run
+    real_run_fold = ablation.run_fold
+
+    def fold_while_the_other_finishes(*args):
+        result = real_run_fold(*args)
+        shutil.copy(other / "ablation.json", tmp_path / "ablation.json")
+        return result
+
+    monkeypatch.setattr(ablation, "run_fold", fold_while_the_other_finishes)
+    ablation.main([*argv, "--rows", "neighbors_12", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "ablation.json").read_text())["tasks"]["matbench_jdft2d"]
+    theirs = json.loads((other / "ablation.json").read_text())["tasks"]["matbench_jdft2d"]
+    assert sorted(rows) == sorted([*theirs, "neighbors_12"])
+    assert {row: rows[row] for row in theirs} == theirs
+    table = [line.split(" | ")[0] for line in (tmp_path / "ablation.md").read_text().splitlines()]
+    in_rows_order = ["| cgcnn", "| message", "| neighbors_12", "| epochs_double"]
+    assert [row for row in table if row.startswith("| ")][1:5] == in_rows_order
+
+
 def test_a_fold_that_matbench_ran_with_the_same_settings_is_taken_not_refitted(
     tmp_path, monkeypatch
 ):
@@ -76,7 +98,7 @@ def test_a_fold_that_matbench_ran_with_the_same_settings_is_taken_not_refitted(
     monkeypatch.setattr(ablation, "run_fold", refit)
     results = {"tasks": {}}
     args = argparse.Namespace(folds=[0], max_epochs=None, subsample=None)
-    ablation.run_row(task, "message", args, X, y, splits, results, save=lambda: None)
+    ablation.run_row(task, "message", args, X, y, splits, results, lambda: None, settings={})
     fold = results["tasks"][task]["message"]["folds"]["0"]
     assert fold["mae"] == 25.4 and fold["source"] == f"{task}/rerun/results.json"
     # 200 epochs, not timed one by one before: an upper bound from the fit's total
@@ -91,7 +113,7 @@ def test_a_fold_that_matbench_ran_with_the_same_settings_is_taken_not_refitted(
                          "command": "c", "data": {}, "tasks": results["tasks"]})
     )  # fmt: skip
     with pytest.raises(AssertionError, match="fitted again"):  # other settings: no match
-        ablation.run_row(task, "edge_layers_1", args, X, y, splits, results, save=lambda: None)
+        ablation.run_row(task, "edge_layers_1", args, X, y, splits, results, lambda: None, {})
 
 
 def test_oversmoothing_writes_mae_and_spread_per_depth(tmp_path):
