@@ -36,8 +36,10 @@ def test_uncertainty_example_prints_calibration_and_the_extreme_predictions(tmp_
     found = re.search(r"miscalibration area ([\d.]+) raw, ([\d.]+) recalibrated", printed)
     assert found, printed
     assert all(0 <= float(area) <= 0.5 for area in found.groups())
-    most, least = printed.split("most certain\n")[1].split("least certain\n")
-    assert len(most.strip().splitlines()) == 3 and len(least.strip().splitlines()) == 3
+    assert printed.index("most certain") < printed.index("least certain")
+    spreads = [float(std) for std in re.findall(r"^ +\S+: +-?[\d.]+ ± +([\d.]+)", printed, re.M)]
+    assert len(spreads) == 6, printed
+    assert max(spreads[:3]) <= min(spreads[3:])  # the most certain three, then the least
 
 
 def test_hybrid_example_prints_the_three_lines_of_one_fold(tmp_path):
