@@ -422,9 +422,14 @@ class CrystalGraphNetMixin(TransformerMixin):
         ``embedding_layer`` chooses them: after pooling (``"pooled"``, length
         ``module__atom_fea_len``) or after the head's hidden layers
         (``"hidden"``, length ``module__h_fea_len``). Vectors of the rows the
-        network trained on carry their targets; to stack another model on
-        them without that leak, use
-        ``skgnn.hybrid.CrossFittedFeatures(net, method="transform")``.
+        network trained on carry their targets. To stack another model on
+        the network's outputs without that leak, use
+        ``skgnn.hybrid.CrossFittedFeatures(net)`` (out-of-fold predictions).
+        Out-of-fold *vectors* (``method="transform"``) come from networks
+        trained on other folds, whose coordinates need not agree (a hidden
+        unit of one may be another's, permuted or mixed), so a model stacked
+        on them learns from several feature spaces at once; train such a model
+        on rows the network did not see instead.
 
         Returns
         -------

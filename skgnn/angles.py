@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .radial import envelope
 
-#: The envelope's polynomial degree, as the radial basis uses by default (DimeNet's 5).
+#: ``p`` of the smooth cutoff's envelope, as the radial basis uses by default (DimeNet: 6).
 ENVELOPE_EXPONENT = 5
 
 

@@ -15,18 +15,37 @@ from sklearn.utils.validation import _check_method_params, check_is_fitted
 
 #: Confidence levels at which calibration curves are read (central intervals).
 LEVELS = np.linspace(0.01, 0.99, 99)
+LEVELS.flags.writeable = False
+
+
+def _flat(y_true, y_mean, y_std) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three as flat float arrays of one length (a scalar mean or spread is broadcast).
+
+    A target column ``(n, 1)`` against predictions ``(n,)`` would otherwise
+    broadcast to an ``(n, n)`` table of wrong errors.
+    """
+    y_true, y_mean, y_std = (np.asarray(a, dtype=float).ravel() for a in (y_true, y_mean, y_std))
+    for name, values in (("y_mean", y_mean), ("y_std", y_std)):
+        if values.size not in (1, y_true.size):
+            raise ValueError(
+                f"{name} holds {values.size} values for {y_true.size} targets; they must match."
+            )
+    return y_true, np.broadcast_to(y_mean, y_true.shape), np.broadcast_to(y_std, y_true.shape)
 
 
 def _z(y_true, y_mean, y_std) -> np.ndarray:
-    y_std = np.maximum(np.asarray(y_std, dtype=float), np.finfo(float).tiny)
-    return (np.asarray(y_true, dtype=float) - np.asarray(y_mean, dtype=float)) / y_std
+    y_true, y_mean, y_std = _flat(y_true, y_mean, y_std)
+    with np.errstate(over="ignore"):  # a zero spread that missed is infinitely far out
+        return (y_true - y_mean) / np.maximum(y_std, np.finfo(float).tiny)
 
 
 def fit_std_scale(y_true, y_mean, y_std) -> float:
     """The factor ``s`` for which ``s * y_std`` maximises the Gaussian likelihood of the errors.
 
     ``s² = mean(((y - mean) / std)²)``: the held-out errors then have unit
-    variance in units of the spread.
+    variance in units of the spread. A row with zero spread and an error
+    makes ``s`` infinite; no factor calibrates it (a noise floor does, see
+    :func:`fit_scale_and_noise`).
     """
     return float(np.sqrt(np.mean(_z(y_true, y_mean, y_std) ** 2)))
 
@@ -39,7 +58,7 @@ def fit_coverage_scale(y_true, y_mean, y_std) -> float:
     than the likelihood (searched on a log grid from 1/20 to 20).
     """
     scales = np.geomspace(0.05, 20.0, 241)
-    z = np.abs(_z(y_true, y_mean, y_std)).ravel()
+    z = np.abs(_z(y_true, y_mean, y_std))
     areas = [miscalibration_area(z, 0.0, scale) for scale in scales]
     return float(scales[int(np.argmin(areas))])
 
@@ -61,9 +80,7 @@ def fit_scale_and_noise(y_true, y_mean, y_std, method: str = "coverage") -> tupl
     on a grid (scales from 1/20 to 20; ``noise_std`` 0 or from 1/100 to 10
     times the median absolute error).
     """
-    y_true, y_mean, y_std = (np.asarray(a, dtype=float).ravel() for a in (y_true, y_mean, y_std))
-    y_mean = np.broadcast_to(y_mean, y_true.shape)
-    y_std = np.broadcast_to(y_std, y_true.shape)
+    y_true, y_mean, y_std = _flat(y_true, y_mean, y_std)
     error_size = max(float(np.median(np.abs(y_true - y_mean))), np.finfo(float).tiny)
     if method == "likelihood":
 
@@ -71,7 +88,11 @@ def fit_scale_and_noise(y_true, y_mean, y_std, method: str = "coverage") -> tupl
             scale, noise_std = np.exp(log_params)
             return gaussian_nll(y_true, y_mean, combined_std(y_std, scale, noise_std))
 
-        start = np.log([fit_std_scale(y_true, y_mean, y_std), 0.1 * error_size])
+        spread = y_std > 0  # rows of zero spread leave the scale free; the noise covers them
+        start_scale = (
+            fit_std_scale(y_true[spread], y_mean[spread], y_std[spread]) if any(spread) else 1.0
+        )
+        start = np.log(np.maximum([start_scale, 0.1 * error_size], np.finfo(float).tiny))
         scale, noise_std = np.exp(minimize(nll, start, method="L-BFGS-B").x)
         return float(scale), float(noise_std)
     z_scales = np.geomspace(0.05, 20.0, 81)
@@ -82,7 +103,9 @@ def fit_scale_and_noise(y_true, y_mean, y_std, method: str = "coverage") -> tupl
     return float(z_scales[best_scale]), float(noise_stds[best_noise])
 
 
-def calibration_curve(y_true, y_mean, y_std, levels: np.ndarray = LEVELS):
+def calibration_curve(
+    y_true, y_mean, y_std, levels: np.ndarray = LEVELS
+) -> tuple[np.ndarray, np.ndarray]:
     """Expected and observed fraction of targets inside each central Gaussian interval.
 
     Returns
@@ -92,8 +115,9 @@ def calibration_curve(y_true, y_mean, y_std, levels: np.ndarray = LEVELS):
     observed : ndarray
         Fraction of ``|y - mean| <= Φ⁻¹((1 + p) / 2) · std``.
     """
+    levels = np.array(levels, dtype=float)  # a copy: the caller may change it
     half_widths = norm.ppf((1 + levels) / 2)
-    inside = np.abs(_z(y_true, y_mean, y_std)).ravel()[:, None] <= half_widths
+    inside = np.abs(_z(y_true, y_mean, y_std))[:, None] <= half_widths
     return levels, inside.mean(axis=0)
 
 
@@ -105,7 +129,8 @@ def miscalibration_area(y_true, y_mean, y_std) -> float:
 
 def gaussian_nll(y_true, y_mean, y_std) -> float:
     """Mean negative log-likelihood of the targets under ``N(mean, std²)``."""
-    y_std = np.maximum(np.asarray(y_std, dtype=float), np.finfo(float).tiny)
+    y_true, y_mean, y_std = _flat(y_true, y_mean, y_std)
+    y_std = np.maximum(y_std, np.finfo(float).tiny)
     return float(
         np.mean(np.log(y_std) + 0.5 * np.log(2 * np.pi) + 0.5 * _z(y_true, y_mean, y_std) ** 2)
     )
@@ -113,8 +138,20 @@ def gaussian_nll(y_true, y_mean, y_std) -> float:
 
 def error_std_spearman(y_true, y_mean, y_std) -> float:
     """Spearman rank correlation of the absolute errors with the predicted spread."""
-    errors = np.abs(np.asarray(y_true, dtype=float) - np.asarray(y_mean, dtype=float))
-    return float(spearmanr(errors.ravel(), np.asarray(y_std, dtype=float).ravel()).statistic)
+    y_true, y_mean, y_std = _flat(y_true, y_mean, y_std)
+    return float(spearmanr(np.abs(y_true - y_mean), y_std).statistic)
+
+
+def _refuse_zero_spreads_with_errors(y_true, y_mean, y_std, rows: np.ndarray) -> None:
+    """Raise where a row of zero spread missed its target: no factor of the spread covers it."""
+    missed = (y_std == 0) & (y_true != y_mean)
+    if missed.any():
+        raise ValueError(
+            f"The spread is zero on {missed.sum()} of the {len(rows)} rows the scale is learned "
+            f"from, and the prediction missed (the first at training row "
+            f"{rows[np.argmax(missed)]}): no factor calibrates a zero spread. "
+            "Use noise=True (a noise floor) or method='coverage'."
+        )
 
 
 class RecalibratedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
@@ -192,16 +229,24 @@ class RecalibratedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         y = np.asarray(y)
+        if y.ndim > 1 and y.shape[1] != 1:
+            raise ValueError(
+                f"RecalibratedRegressor learns one scale for one target; y has shape {y.shape}. "
+                "Recalibrate each target's model on its own."
+            )
         if self.cv is None:
             estimator, rows, mean, std = self._fit_held_out(X, y, fit_params)
         else:
             rows, mean, std = self._predict_out_of_fold(X, y, fit_params)
             estimator = clone(self.estimator).fit(X, y, **fit_params)
+        targets, mean, std = _flat(y[rows], mean, std)
         if self.noise:
-            scale, noise_std = fit_scale_and_noise(y[rows], mean, std, method=self.method)
+            scale, noise_std = fit_scale_and_noise(targets, mean, std, method=self.method)
+        elif self.method == "likelihood":
+            _refuse_zero_spreads_with_errors(targets, mean, std, rows)
+            scale, noise_std = fit_std_scale(targets, mean, std), 0.0
         else:
-            fit_scale = fit_std_scale if self.method == "likelihood" else fit_coverage_scale
-            scale, noise_std = fit_scale(y[rows], mean, std), 0.0
+            scale, noise_std = fit_coverage_scale(targets, mean, std), 0.0
         self.estimator_, self.std_scale_, self.noise_std_ = estimator, scale, noise_std
         return self
 

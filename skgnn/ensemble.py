@@ -11,11 +11,17 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 
+def _seed_names(estimator: BaseEstimator) -> list[str]:
+    """The parameters that seed ``estimator``: its ``random_state`` and its steps'."""
+    return [
+        k for k in estimator.get_params() if k == "random_state" or k.endswith("__random_state")
+    ]
+
+
 def _seeded(estimator: BaseEstimator, seed: int) -> BaseEstimator:
     """A clone of ``estimator`` with every ``random_state`` it has (nested ones too) set."""
     member = clone(estimator)
-    names = [k for k in member.get_params() if k == "random_state" or k.endswith("__random_state")]
-    return member.set_params(**dict.fromkeys(names, seed))
+    return member.set_params(**dict.fromkeys(_seed_names(member), seed))
 
 
 def _fit_member(member: BaseEstimator, X, y, fit_params: dict) -> BaseEstimator:
@@ -31,8 +37,9 @@ class DeepEnsembleRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     ``return_std=True``, their standard deviation, as scikit-learn's
     ``GaussianProcessRegressor`` and ``BayesianRidge`` spell it (a Pipeline's
     ``predict(X, return_std=True)`` passes it on). Members are fitted in
-    parallel through joblib (``n_jobs``): process workers give torch one
-    thread each, so ``n_jobs=2`` on two cores trains two members at a time.
+    parallel through joblib (``n_jobs``): each process worker gets the
+    machine's cores divided by ``n_jobs`` as torch threads, so ``n_jobs=2``
+    on two cores trains two members at a time, one thread each.
 
     Parameters
     ----------
@@ -43,7 +50,9 @@ class DeepEnsembleRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Members fitted at once (joblib; ``-1`` for all cores).
     random_state : int, default=0
-        Seed of the first member; the others follow.
+        Seed of the first member; the others follow (``random_state + i``), so
+        ensembles to be compared as independent need seeds at least
+        ``n_estimators`` apart.
 
     Attributes
     ----------
@@ -90,6 +99,11 @@ class DeepEnsembleRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self : DeepEnsembleRegressor
         """
         self._validate_params()
+        if not _seed_names(self._base_estimator()):
+            raise ValueError(
+                f"{type(self._base_estimator()).__name__} has no random_state parameter (nor do "
+                "its steps), so every member would be the same model and the spread zero."
+            )
         members = [
             _seeded(self._base_estimator(), self.random_state + i) for i in range(self.n_estimators)
         ]
@@ -118,13 +132,14 @@ class DeepEnsembleRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         -------
         y_mean : ndarray of shape (n_samples,) or (n_samples, n_targets)
         y_std : ndarray of the same shape, only when ``return_std``
+            The members' sample standard deviation (``ddof=1``).
         """
         check_is_fitted(self)
         predictions = np.stack([member.predict(X) for member in self.estimators_])
         mean = predictions.mean(axis=0)
         if not return_std:
             return mean
-        return mean, predictions.std(axis=0, ddof=1)
+        return mean, predictions.std(axis=0, ddof=1)  # the members are a sample of seeds
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

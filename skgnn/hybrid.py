@@ -34,7 +34,11 @@ class CrossFittedFeatures(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
         E.g. ``make_pipeline(CrystalGraphTransformer(), CGCNNRegressor())``.
     method : {"predict", "transform"}, default="predict"
         Which output becomes the features: predictions, or the estimator's
-        ``transform`` (e.g. learned embeddings).
+        ``transform``. Predictions are in the target's units whichever fold's
+        model made them; learned embeddings are not comparable across the
+        folds' networks (their coordinates are arbitrary), so ``"transform"``
+        suits estimators whose outputs have a fixed meaning (e.g. a fitted
+        featurizer or a PCA), not a network's embeddings.
     cv : int or CV splitter, default=5
         Inner folds for the out-of-fold outputs (shuffled ``KFold`` seeded 0 for an int).
     n_jobs : int or None, default=None

@@ -40,7 +40,9 @@ class RadialBasis(nn.Module):
     n_basis : int
         ``N``, the number of functions (frequencies ``n π / c``).
     exponent : int, default=5
-        ``p``, the envelope's polynomial degree (DimeNet's ``envelope_exponent``).
+        ``p`` of the envelope ``u`` above, its lowest power (the polynomial's
+        degree is ``p + 2``). One lower than DimeNet's ``p = 6`` (which its
+        code spells ``envelope_exponent=5``, adding one).
     """
 
     def __init__(self, cutoff: float, n_basis: int, exponent: int = 5) -> None:

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold
+from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from skgnn import CrystalGraphTransformer
 from skgnn.baselines import RandomForestWithStd
 from skgnn.calibration import (
+    LEVELS,
     RecalibratedRegressor,
     calibration_curve,
     combined_std,
@@ -73,6 +76,10 @@ def test_pipeline_passes_return_std_on_and_pickles(jdft2d):
         DeepEnsembleRegressor(tiny_regressor(max_epochs=1), n_estimators=2),
     ).fit(structures[:30], y[:30])
     mean, std = pipe.predict(structures[:5], return_std=True)
+    graphs = pipe[0].transform(structures[:5])
+    members = np.stack([member.predict(graphs) for member in pipe[-1].estimators_])
+    np.testing.assert_allclose(mean, members.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std, members.std(axis=0, ddof=1), rtol=1e-6)
     assert np.all(std > 0)
     restored = pickle.loads(pickle.dumps(pipe))
     np.testing.assert_array_equal(restored.predict(structures[:5], return_std=True)[1], std)
@@ -256,3 +263,84 @@ def test_recalibration_passes_each_fit_its_own_rows_sample_weights(cv):
 def test_out_of_fold_recalibration_refuses_more_folds_than_rows():
     with pytest.raises(ValueError, match="cv=5 folds need at least 5 rows; got 3"):
         RecalibratedRegressor(RandomForestWithStd(), cv=5).fit(np.zeros((3, 1)), np.zeros(3))
+
+
+# ---- inputs that used to give wrong numbers without a word ---------------------------------
+
+
+class ColumnsAsPrediction(RegressorMixin, BaseEstimator):
+    """Predicts ``X[:, 0]`` with the spread ``X[:, 1]``; fitting learns nothing."""
+
+    def fit(self, X, y):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict(self, X, return_std=False):
+        X = np.asarray(X, dtype=float)
+        return (X[:, 0], X[:, 1]) if return_std else X[:, 0]
+
+
+def test_scores_of_a_target_column_equal_those_of_the_flat_targets():
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.5, 2.0, 200)
+    y = rng.normal(0.0, 1.5 * std)
+    mean = rng.normal(0.0, 0.1, 200)
+    for score in (fit_std_scale, fit_coverage_scale, miscalibration_area, gaussian_nll,
+                  error_std_spearman):  # fmt: skip
+        assert score(y[:, None], mean, std) == pytest.approx(score(y, mean, std)), score.__name__
+    assert fit_scale_and_noise(y[:, None], mean, std) == fit_scale_and_noise(y, mean, std)
+    with pytest.raises(ValueError, match="y_std holds 199 values for 200 targets"):
+        miscalibration_area(y, mean, std[:-1])
+
+
+def test_a_caller_cannot_change_the_levels_every_score_reads():
+    rng = np.random.default_rng(2)
+    y, std = rng.normal(size=100), np.ones(100)
+    area = miscalibration_area(y, 0.0, std)
+    expected, _ = calibration_curve(y, 0.0, std)
+    expected *= 100  # e.g. to plot percentages
+    np.testing.assert_array_equal(LEVELS, np.linspace(0.01, 0.99, 99))
+    assert miscalibration_area(y, 0.0, std) == area
+    with pytest.raises(ValueError, match="read-only"):
+        LEVELS[0] = 0.5
+
+
+def test_recalibration_of_a_column_target_equals_that_of_the_flat_one():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=60)
+    X = np.column_stack([y + rng.normal(0.0, 2.0, 60), np.ones(60)])
+    flat = RecalibratedRegressor(ColumnsAsPrediction(), cv=3).fit(X, y)
+    column = RecalibratedRegressor(ColumnsAsPrediction(), cv=3).fit(X, y[:, None])
+    assert column.std_scale_ == pytest.approx(flat.std_scale_)
+    assert flat.std_scale_ == pytest.approx(fit_std_scale(y, X[:, 0], 1.0))
+    with pytest.raises(ValueError, match=r"one scale for one target; y has shape \(60, 2\)"):
+        RecalibratedRegressor(ColumnsAsPrediction(), cv=3).fit(X, np.column_stack([y, y]))
+
+
+def test_zero_spreads_that_missed_are_refused_by_a_scale_and_covered_by_a_noise_floor():
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=40)
+    spread = np.ones(40)
+    spread[[5, 17, 30]] = 0.0  # three rows predicted with certainty, and missed
+    X = np.column_stack([y + rng.normal(0.0, 1.0, 40), spread])
+    with pytest.raises(ValueError, match="zero on 3 of the 40 rows .* training row 5"):
+        RecalibratedRegressor(ColumnsAsPrediction(), cv=2).fit(X, y)
+    floor = RecalibratedRegressor(ColumnsAsPrediction(), cv=2, noise=True).fit(X, y)
+    assert np.isfinite(floor.std_scale_) and floor.noise_std_ > 0
+    _, std = floor.predict(X[[5, 6]], return_std=True)
+    np.testing.assert_allclose(std, combined_std([0.0, 1.0], floor.std_scale_, floor.noise_std_))
+    coverage = RecalibratedRegressor(ColumnsAsPrediction(), cv=2, method="coverage").fit(X, y)
+    assert 0.05 < coverage.std_scale_ < 20.0
+    certain = np.column_stack([y, np.zeros(40)])  # zero spread and no error: nothing to refuse
+    exact = RecalibratedRegressor(ColumnsAsPrediction(), cv=2).fit(np.column_stack([y, spread]), y)
+    assert exact.std_scale_ == pytest.approx(0.0)
+    assert RecalibratedRegressor(ColumnsAsPrediction(), cv=2).fit(certain, y).std_scale_ == 0.0
+
+
+def test_an_ensemble_of_a_model_without_seed_is_refused_before_any_fit():
+    ensemble = DeepEnsembleRegressor(KNeighborsRegressor(n_neighbors=2))
+    with pytest.raises(ValueError, match="KNeighborsRegressor has no random_state parameter"):
+        ensemble.fit(np.eye(4), np.arange(4.0))
+    assert not hasattr(ensemble, "estimators_")
+    seeded = DeepEnsembleRegressor(make_pipeline(StandardScaler(), RandomForestWithStd()))
+    assert seeded.set_params(n_estimators=2).fit(np.eye(4), np.arange(4.0)).estimators_
