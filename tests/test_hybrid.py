@@ -67,6 +67,10 @@ def test_hybrid_pipeline_runs_on_structures(jdft2d):
     assert prediction.shape == (5,) and np.isfinite(prediction).all()
     oof = hybrid.named_steps["features"].transformer_list[0][1]
     assert oof.n_features_out_ == 1
+    # new rows: the network fitted on all 40 rows gives the first column, the booster the rest
+    features = hybrid.named_steps["features"].transform(structures[40:45])
+    np.testing.assert_allclose(features[:, 0], oof.estimator_.predict(structures[40:45]))
+    np.testing.assert_allclose(prediction, hybrid[-1].predict(features))
 
 
 def test_method_must_be_known():

@@ -104,7 +104,11 @@ def test_calibration_scores_of_a_perfectly_calibrated_gaussian():
     y = rng.normal(0.0, std)
     assert miscalibration_area(y, 0.0, std) < 0.01
     assert fit_std_scale(y, 0.0, std) == pytest.approx(1.0, abs=0.01)
-    assert miscalibration_area(y, 0.0, std / 2) > 0.2  # overconfident by 2x
+    # overconfident by 2x: inside at level p is P(|2Z| <= Φ⁻¹((1+p)/2)) = 2Φ(Φ⁻¹((1+p)/2)/2) - 1
+    halved = 2 * norm.cdf(norm.ppf((1 + LEVELS) / 2) / 2) - 1
+    assert miscalibration_area(y, 0.0, std / 2) == pytest.approx(
+        np.mean(np.abs(halved - LEVELS)), abs=0.005
+    )
     assert fit_std_scale(y, 0.0, std / 2) == pytest.approx(2.0, abs=0.02)
     assert error_std_spearman(y, 0.0, std) > 0.3
 
