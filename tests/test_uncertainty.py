@@ -192,6 +192,29 @@ def test_likelihood_recovers_scale_and_noise_from_errors_that_have_both():
     assert noise_std == pytest.approx(0.5, rel=0.05)
 
 
+def test_the_likelihood_fit_is_the_likelihood_optimum_and_the_coverage_fit_is_not():
+    errors, std = _spread_with_shared_noise(2_000, scale=1.5, noise_std=0.3, seed=5)
+
+    def nll(params):
+        return gaussian_nll(errors, 0.0, combined_std(std, *params))
+
+    best = fit_scale_and_noise(errors, 0.0, std, method="likelihood")
+    for nearby in ((1.01, 1.0), (0.99, 1.0), (1.0, 1.02), (1.0, 0.98)):
+        assert nll(best) <= nll(np.multiply(best, nearby))
+    assert nll(best) < nll(fit_scale_and_noise(errors, 0.0, std, method="coverage"))
+
+
+def test_recalibration_does_not_change_when_targets_and_predictions_shift_together():
+    errors, std = _spread_with_shared_noise(500, scale=1.5, noise_std=0.3, seed=6)
+    mean = np.random.default_rng(7).normal(0.0, 1.0, 500)
+    for method in ("coverage", "likelihood"):
+        here = fit_scale_and_noise(mean + errors, mean, std, method=method)
+        shifted = fit_scale_and_noise(mean + errors + 100.0, mean + 100.0, std, method=method)
+        np.testing.assert_allclose(shifted, here, rtol=1e-3)
+    with pytest.raises(ValueError, match="y_mean holds 2 values for 500 targets"):
+        gaussian_nll(errors, [0.0, 1.0], std)
+
+
 def test_coverage_with_noise_covers_the_small_spreads_that_one_factor_cannot():
     # the coverage objective is flat along a ridge of (scale, noise) pairs, so only the
     # area it reaches is checked, not the pair
