@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.stats import norm, spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
@@ -371,3 +371,22 @@ def test_an_ensemble_of_a_model_without_seed_is_refused_before_any_fit():
     assert not hasattr(ensemble, "estimators_")
     seeded = DeepEnsembleRegressor(make_pipeline(StandardScaler(), RandomForestWithStd()))
     assert seeded.set_params(n_estimators=2).fit(np.eye(4), np.arange(4.0)).estimators_
+
+
+def test_spearman_ranks_the_errors_not_the_sums():
+    y, mean, std = np.full(4, 5.0), np.array([1.0, 4.0, 8.0, 2.0]), np.array([4.0, 1.0, 3.0, 3.5])
+    expected = spearmanr([4.0, 1.0, 3.0, 3.0], std).statistic  # |y - mean| by hand
+    assert error_std_spearman(y, mean, std) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [({"held_out_fraction": 1.5}, "held_out_fraction"), ({"method": "median"}, "method"),
+     ({"noise": "yes"}, "noise"), ({"cv": 1}, "cv"), ({"random_state": -1}, "random_state")],
+)  # fmt: skip
+def test_recalibration_refuses_invalid_parameters_by_name(params, name):
+    X, y = np.column_stack([np.zeros(20), np.ones(20)]), np.zeros(20)
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of RecalibratedRegressor"):
+        RecalibratedRegressor(ColumnsAsPrediction(), **params).fit(X, y)
+    with pytest.raises(ValueError, match="The 'estimator' parameter of RecalibratedRegressor"):
+        RecalibratedRegressor(object()).fit(X, y)
