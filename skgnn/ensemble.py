@@ -99,14 +99,13 @@ class DeepEnsembleRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self : DeepEnsembleRegressor
         """
         self._validate_params()
-        if not _seed_names(self._base_estimator()):
+        base = self._base_estimator()
+        if not _seed_names(base):
             raise ValueError(
-                f"{type(self._base_estimator()).__name__} has no random_state parameter (nor do "
-                "its steps), so every member would be the same model and the spread zero."
+                f"{type(base).__name__} has no random_state parameter (nor do its steps), so "
+                "every member would be the same model and the spread zero."
             )
-        members = [
-            _seeded(self._base_estimator(), self.random_state + i) for i in range(self.n_estimators)
-        ]
+        members = [_seeded(base, self.random_state + i) for i in range(self.n_estimators)]
         self.estimators_ = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_member)(member, X, y, fit_params) for member in members
         )

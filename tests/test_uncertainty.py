@@ -388,5 +388,9 @@ def test_recalibration_refuses_invalid_parameters_by_name(params, name):
     X, y = np.column_stack([np.zeros(20), np.ones(20)]), np.zeros(20)
     with pytest.raises(ValueError, match=f"The '{name}' parameter of RecalibratedRegressor"):
         RecalibratedRegressor(ColumnsAsPrediction(), **params).fit(X, y)
+
+
+def test_recalibration_refuses_an_estimator_that_cannot_predict():
+    X, y = np.column_stack([np.zeros(20), np.ones(20)]), np.zeros(20)
     with pytest.raises(ValueError, match="The 'estimator' parameter of RecalibratedRegressor"):
         RecalibratedRegressor(object()).fit(X, y)
