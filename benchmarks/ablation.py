@@ -6,7 +6,7 @@
 
 Rows: ``cgcnn`` (the default CGCNN), ``message`` (MessageNet as the Matbench ``message``
 row trains it: 24 neighbours, edge MLP of 2 layers of 128, sum aggregation, Gaussians,
-200 epochs (perovskites 100), MAE loss) and one change of ``message`` each:
+200 epochs (perovskites and dielectric 100), MAE loss) and one change of ``message`` each:
 ``neighbors_12``, ``edge_layers_1``, ``edge_layers_3``, ``mean``, ``radial`` (smooth-cutoff
 sine basis), ``pool_all`` (pool the mean of all layers), ``width_64``, ``huber`` (the
 CGCNN's loss), ``epochs_half`` and ``epochs_double`` (schedule length), ``angles`` (M3GNet's
