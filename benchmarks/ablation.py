@@ -124,15 +124,21 @@ def _from_matbench(record: dict, estimator: BaseEstimator, X, y, train) -> dict:
 def run_row(task: str, row: str, args, X, y, splits, results: dict, save, settings: dict) -> None:
     """Run ``row`` on the task's folds, skipping folds stored with the same settings.
 
-    ``settings[task][row]`` receives each fold's parameters, so that ``save`` takes in only
+    Stored folds of other settings are dropped, whether this run fits them again or not.
+    ``settings[task][row]`` receives every fold's parameters, so that ``save`` takes in only
     the folds that other processes finished with these settings.
     """
     what, factory = ROWS[row]
     stored = results["tasks"].setdefault(task, {}).setdefault(row, {"what": what, "folds": {}})
+    folds = args.folds or TASK_FOLDS[task]
+    estimators = {f: factory(task, f, args.max_epochs) for f in {*TASK_FOLDS[task], *folds}}
     expected = settings.setdefault(task, {}).setdefault(row, {})
-    for fold in args.folds or TASK_FOLDS[task]:
-        estimator = factory(task, fold, args.max_epochs)
-        params = expected[str(fold)] = model_params(estimator)
+    expected.update({str(fold): model_params(est) for fold, est in estimators.items()})
+    # folds stored with other settings leave, run or not, so a row never mixes settings
+    stored["folds"] = {k: v for k, v in stored["folds"].items() if v["params"] == expected[k]}
+    for fold in folds:
+        estimator = estimators[fold]
+        params = expected[str(fold)]
         done = stored["folds"].get(str(fold))
         if done is not None and done["params"] == params:
             print(f"{task} {row:>14} fold {fold}: done before, MAE {done['mae']:.4g}", flush=True)

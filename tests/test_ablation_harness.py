@@ -179,3 +179,22 @@ def test_uncertainty_benchmark_records_both_lines_and_resumes_only_with_its_sett
                               "--out", str(tmp_path)])  # fmt: skip
     assert list(other["lines"]) == ["rf_scm_magpie"]  # other settings: started over
     assert other["lines"]["rf_scm_magpie"]["0"]["noise_std"] == 0.0
+
+
+def test_folds_stored_with_other_settings_leave_the_row_even_when_not_rerun():
+    """Running fold 0 of a changed row drops its stale folds 1-4 rather than mixing settings."""
+    import argparse
+
+    task = "matbench_jdft2d"
+    current = matbench.model_params(ablation.ROWS["message"][1](task, 0, None))
+    fold = {"mae": 30.0, "params": current}
+    stale = {"mae": 99.0, "params": {**current, "x": "old"}}
+    results = {"tasks": {task: {"message": {"what": "w", "folds": {"0": fold, "1": stale}}}}}
+    args = argparse.Namespace(folds=[0], max_epochs=None, subsample=None)
+    settings: dict = {}
+    ablation.run_row(task, "message", args, None, None, None, results, lambda: None, settings)
+    assert results["tasks"][task]["message"]["folds"] == {"0": fold}
+    # another process's file still holding the stale fold does not bring it back
+    stored = {"data": {}, "tasks": {task: {"message": {"what": "w", "folds": {"1": stale}}}}}
+    ablation.merge_finished_rows({**results, "data": {}}, stored, settings)
+    assert results["tasks"][task]["message"]["folds"] == {"0": fold}
