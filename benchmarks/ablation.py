@@ -186,7 +186,9 @@ def render(results: dict) -> str:
         "# Ablation: MessageNet's ingredients one at a time (issue #14)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['packages']['torch']} with "
-        f"{m['torch_threads']} threads. Command: `{results['command']}`.",
+        f"{m['torch_threads']} threads. Made by `python -m benchmarks.ablation`, row by row "
+        "(`--task <task> --rows <row>`, processes side by side); the latest command: "
+        f"`{results['command']}`.",
         "Each row changes one setting of `message` (MessageNet as `python -m benchmarks.matbench "
         "--models message` trains it). MAE: mean ± std over the folds run (official Matbench "
         "v0.1 folds); time: seconds per epoch (skorch's epoch time, mean over folds; '≤' where "

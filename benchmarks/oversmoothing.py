@@ -161,7 +161,8 @@ def render(results: dict) -> str:
         "",
         f"{TASK}, official fold(s) {results['folds']}. Machine: {m['cpu']}, {m['cores']} cores, "
         f"torch {m['packages']['torch']} with {m['torch_threads']} threads. "
-        f"Command: `{results['command']}`.",
+        "Made by `python -m benchmarks.oversmoothing`, network by network and depth by depth "
+        f"(`--networks <names> --depths <depths>`); the latest command: `{results['command']}`.",
         "",
         "Spread: the mean pairwise distance of a test crystal's atom vectors after the last "
         "layer, relative to after the embedding (layer 0), averaged over test crystals; "
