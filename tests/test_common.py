@@ -5,13 +5,16 @@
 graphs it yields nothing (sklearn's checks feed random 2-D floats), so the
 API checks that need no data run here by name, and the data checks that carry
 over (pickle, subset and order invariance, idempotent fit, unfitted errors,
-parameters left alone) are written out below on real structures and graphs.
+parameters left alone) are written out below on real structures and graphs,
+for the networks and for the meta-estimators built on them (deep ensemble,
+recalibration, cross-fitted features).
 Every expected failure is listed once, in ``EXPECTED_FAILED_CHECKS``, with
 its reason; each is a strict xfail, so a check that starts passing is noticed.
 """
 
 import pickle
 
+import joblib
 import numpy as np
 import pytest
 import sklearn.utils.estimator_checks as checks
@@ -21,6 +24,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skgnn import CGCNNClassifier, CGCNNRegressor, CrystalGraphTransformer
 from skgnn.baselines import DropNaNColumns, StructureFeaturizer
+from skgnn.calibration import RecalibratedRegressor
+from skgnn.ensemble import DeepEnsembleRegressor
+from skgnn.hybrid import CrossFittedFeatures
 
 from .conftest import tiny_regressor
 
@@ -71,6 +77,9 @@ ESTIMATORS_OF_STRUCTURES = [
     CGCNNRegressor(module="message"),
     CGCNNClassifier(module="message"),
     StructureFeaturizer(),
+    DeepEnsembleRegressor(CGCNNRegressor(random_state=0)),
+    RecalibratedRegressor(DeepEnsembleRegressor(CGCNNRegressor(random_state=0))),
+    CrossFittedFeatures(CGCNNRegressor()),
 ]
 
 DATA_FREE_CHECKS = [
@@ -129,11 +138,21 @@ def _fitted_cases(jdft2d, jdft2d_graphs):
         "message_classifier": (tiny_classifier(**MESSAGE), graphs[:40], labels[:40],
                                "predict_proba"),
         "featurizer": (featurizer, structures[:10], None, "transform"),
+        "ensemble": (tiny_ensemble(), graphs[:40], y[:40], "predict"),
+        "recalibrated": (RecalibratedRegressor(tiny_ensemble(), held_out_fraction=0.25),
+                         graphs[:40], y[:40], "predict"),
+        "cross_fitted": (CrossFittedFeatures(tiny_regressor(max_epochs=2), cv=2), graphs[:40],
+                         y[:40], "transform"),
     }  # fmt: skip
 
 
+def tiny_ensemble() -> DeepEnsembleRegressor:
+    return DeepEnsembleRegressor(tiny_regressor(max_epochs=2), n_estimators=2)
+
+
 NETS = ["regressor", "classifier", "message_regressor", "message_classifier"]
-CASES = ["transformer", *NETS, "featurizer"]
+META = ["ensemble", "recalibrated", "cross_fitted"]
+CASES = ["transformer", *NETS, "featurizer", *META]
 
 
 def _as_array(output) -> np.ndarray:
@@ -184,22 +203,23 @@ def test_estimators_pickle(case, jdft2d, jdft2d_graphs):
 @pytest.mark.parametrize("case", CASES)
 def test_fit_returns_self_and_keeps_parameters(case, jdft2d, jdft2d_graphs):
     estimator, X, y, _ = _fitted_cases(jdft2d, jdft2d_graphs)[case]
-    before = clone(estimator).get_params(deep=False)
+    before = estimator.get_params(deep=False)
+    digests = {key: joblib.hash(value) for key, value in before.items()}
     assert estimator.fit(X, y) is estimator
     after = estimator.get_params(deep=False)
     assert before.keys() == after.keys()
-    for key, value in before.items():
-        assert after[key] is value or after[key] == value, key
+    for key, value in before.items():  # the same objects, not refitted or changed in place
+        assert after[key] is value and joblib.hash(value) == digests[key], key
 
 
-@pytest.mark.parametrize("case", NETS)
+@pytest.mark.parametrize("case", [*NETS, *META])
 def test_fit_idempotent(case, jdft2d, jdft2d_graphs):
     estimator, X, y, method = _fitted_cases(jdft2d, jdft2d_graphs)[case]
     first = getattr(estimator.fit(X, y), method)(X)
     np.testing.assert_array_equal(getattr(estimator.fit(X, y), method)(X), first)
 
 
-@pytest.mark.parametrize("case", [*NETS, "featurizer"])
+@pytest.mark.parametrize("case", [*NETS, "featurizer", *META])
 def test_estimators_unfitted(case, jdft2d, jdft2d_graphs):
     estimator, X, _, method = _fitted_cases(jdft2d, jdft2d_graphs)[case]
     with pytest.raises(NotFittedError):
