@@ -9,9 +9,14 @@ from scipy.optimize import minimize
 from scipy.stats import norm, spearmanr
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, clone
 from sklearn.model_selection import KFold
-from sklearn.utils import _safe_indexing
+from sklearn.utils import _safe_indexing, get_tags, indexable
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _check_method_params, check_is_fitted
+from sklearn.utils.validation import (
+    _check_method_params,
+    check_array,
+    check_is_fitted,
+    column_or_1d,
+)
 
 #: Confidence levels at which calibration curves are read (central intervals).
 LEVELS = np.linspace(0.01, 0.99, 99)
@@ -228,12 +233,18 @@ class RecalibratedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self : RecalibratedRegressor
         """
         self._validate_params()
-        y = np.asarray(y)
+        if y is None:
+            raise ValueError(
+                "RecalibratedRegressor requires y to be passed, but the target y is None."
+            )
+        X, y = indexable(X, y)  # one length; sparse and array-likes made indexable by rows
+        y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
         if y.ndim > 1 and y.shape[1] != 1:
             raise ValueError(
                 f"RecalibratedRegressor learns one scale for one target; y has shape {y.shape}. "
                 "Recalibrate each target's model on its own."
             )
+        y = column_or_1d(y, warn=True)
         if self.cv is None:
             estimator, rows, mean, std = self._fit_held_out(X, y, fit_params)
         else:
@@ -255,7 +266,7 @@ class RecalibratedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         if n_held_out > len(y) - 2:
             raise ValueError(
                 f"held_out_fraction={self.held_out_fraction} holds out {n_held_out} of "
-                f"{len(y)} rows, leaving too few to fit on."
+                f"n_samples={len(y)} rows, leaving too few to fit on."
             )
         order = np.random.default_rng(self.random_state).permutation(len(y))
         train, held_out = np.sort(order[n_held_out:]), np.sort(order[:n_held_out])
@@ -267,7 +278,9 @@ class RecalibratedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     def _predict_out_of_fold(self, X, y: np.ndarray, fit_params: dict):
         if self.cv > len(y):
-            raise ValueError(f"cv={self.cv} folds need at least {self.cv} rows; got {len(y)}.")
+            raise ValueError(
+                f"cv={self.cv} folds need at least {self.cv} rows; got n_samples={len(y)}."
+            )
         mean, std = np.empty(len(y)), np.empty(len(y))
         folds = KFold(self.cv, shuffle=True, random_state=self.random_state)
         for train, held_out in folds.split(np.arange(len(y))):
@@ -286,3 +299,13 @@ class RecalibratedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             return self.estimator_.predict(X)
         mean, std = self.estimator_.predict(X, return_std=True)
         return mean, combined_std(std, self.std_scale_, self.noise_std_)
+
+    @property
+    def n_features_in_(self) -> int:
+        """Features the fitted estimator saw (absent where it takes structures or graphs)."""
+        return self.estimator_.n_features_in_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags = get_tags(self.estimator).input_tags
+        return tags

@@ -140,6 +140,11 @@ class DeepEnsembleRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             return mean
         return mean, predictions.std(axis=0, ddof=1)  # the members are a sample of seeds
 
+    @property
+    def n_features_in_(self) -> int:
+        """Features the fitted members saw (absent where they take structures or graphs)."""
+        return self.estimators_[0].n_features_in_
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         base = self._base_estimator()

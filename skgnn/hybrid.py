@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, cl
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold, check_cv, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
-from sklearn.utils import _safe_indexing
+from sklearn.utils import _safe_indexing, indexable
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -66,6 +66,7 @@ class CrossFittedFeatures(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y, **fit_params) -> CrossFittedFeatures:
         """Fit the estimator on all rows (for ``transform`` of new rows)."""
         self._validate_params()
+        X, y = indexable(X, y)  # one length; sparse and array-likes made indexable by rows
         self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
         first_row = self._output(self.estimator_, _safe_indexing(X, [0]))
         self.n_features_out_ = self._as_table(first_row).shape[1]
@@ -95,6 +96,11 @@ class CrossFittedFeatures(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
     def _as_table(output) -> np.ndarray:
         output = np.asarray(output, dtype=float)
         return output.reshape(len(output), -1)
+
+    @property
+    def n_features_in_(self) -> int:
+        """Features the fitted estimator saw (absent where it takes structures or graphs)."""
+        return self.estimator_.n_features_in_
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self)

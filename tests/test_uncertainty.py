@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import norm, spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.exceptions import DataConversionWarning
 from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
@@ -288,7 +289,7 @@ def test_recalibration_passes_each_fit_its_own_rows_sample_weights(cv):
 
 
 def test_out_of_fold_recalibration_refuses_more_folds_than_rows():
-    with pytest.raises(ValueError, match="cv=5 folds need at least 5 rows; got 3"):
+    with pytest.raises(ValueError, match="cv=5 folds need at least 5 rows; got n_samples=3"):
         RecalibratedRegressor(RandomForestWithStd(), cv=5).fit(np.zeros((3, 1)), np.zeros(3))
 
 
@@ -305,6 +306,28 @@ class ColumnsAsPrediction(RegressorMixin, BaseEstimator):
     def predict(self, X, return_std=False):
         X = np.asarray(X, dtype=float)
         return (X[:, 0], X[:, 1]) if return_std else X[:, 0]
+
+
+class FitsCounted(ColumnsAsPrediction):
+    fits: list = []
+
+    def fit(self, X, y):
+        self.fits.append(len(y))
+        return super().fit(X, y)
+
+
+@pytest.mark.parametrize("cv", [None, 3])
+def test_recalibration_refuses_targets_of_another_length_or_none_before_any_fit(cv):
+    X, y = np.ones((10, 2)), np.arange(10.0)
+    FitsCounted.fits.clear()
+    model = RecalibratedRegressor(FitsCounted(), cv=cv, held_out_fraction=0.3)
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[10, 9\]"):
+        model.fit(X, y[:9])
+    with pytest.raises(ValueError, match="requires y to be passed, but the target y is None"):
+        model.fit(X, None)
+    assert FitsCounted.fits == [] and not hasattr(model, "estimator_")
+    model.fit(X.tolist(), y.astype(object))  # lists and object targets, as numbers
+    assert model.n_features_in_ == 2 and model.predict(X, return_std=True)[1].dtype == float
 
 
 def test_scores_of_a_target_column_equal_those_of_the_flat_targets():
@@ -337,7 +360,8 @@ def test_recalibration_of_a_column_target_equals_that_of_the_flat_one():
     y = rng.normal(size=60)
     X = np.column_stack([y + rng.normal(0.0, 2.0, 60), np.ones(60)])
     flat = RecalibratedRegressor(ColumnsAsPrediction(), cv=3).fit(X, y)
-    column = RecalibratedRegressor(ColumnsAsPrediction(), cv=3).fit(X, y[:, None])
+    with pytest.warns(DataConversionWarning, match="column-vector y"):  # as sklearn's say it
+        column = RecalibratedRegressor(ColumnsAsPrediction(), cv=3).fit(X, y[:, None])
     assert column.std_scale_ == pytest.approx(flat.std_scale_)
     assert flat.std_scale_ == pytest.approx(fit_std_scale(y, X[:, 0], 1.0))
     with pytest.raises(ValueError, match=r"one scale for one target; y has shape \(60, 2\)"):
