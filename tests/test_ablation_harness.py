@@ -150,6 +150,15 @@ def test_matbench_harness_runs_the_message_row(tmp_path):
     assert record["epochs"] == 1 and 0 < record["seconds_per_epoch"] < record["fit_s"]
 
 
+def test_the_message_hybrid_cross_fits_the_message_row():
+    args = matbench.parse_args(["--task", "matbench_dielectric", "--models", "hybrid_message"])
+    hybrid = matbench.MODELS["hybrid_message"](args, 3)
+    graph_model = dict(hybrid["features"].transformer_list)["graph_network"].estimator
+    expected = matbench.MODELS["message"](args, 3)
+    assert matbench.model_params(graph_model) == matbench.model_params(expected)
+    assert graph_model[-1].module == "message" and graph_model[-1].max_epochs == 100
+
+
 @pytest.mark.slow  # ~1 min: five ensemble and forest fits on jdft2d's fold 0
 def test_uncertainty_benchmark_records_both_lines_and_resumes_only_with_its_settings(tmp_path):
     from benchmarks import uncertainty
