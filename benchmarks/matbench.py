@@ -21,6 +21,7 @@ refuses to load a task with folds missing).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import re
@@ -313,7 +314,30 @@ def record_matbench(results: dict, folder: Path, home: str) -> None:
         mb_task.load()
         for fold, record in sorted(model["folds"].items()):
             mb_task.record(int(fold), record["y_pred"], params={"model": name})
-        bench.to_file(str(folder / f"{name}.matbench-record.json.gz"))
+        path = folder / f"{name}.matbench-record.json.gz"
+        fresh = path.with_name(f"fresh-{os.getpid()}-{path.name}")
+        bench.to_file(str(fresh))
+        if path.exists() and _same_record(path, fresh):
+            fresh.unlink()  # keep the file as committed: only its date and hash would change
+        else:
+            fresh.replace(path)
+
+
+def _same_record(a: Path, b: Path) -> bool:
+    """Whether two Matbench record files hold the same results (their date and hash aside)."""
+
+    def content(path: Path) -> dict:
+        opener = gzip.open if _is_gzip(path) else open
+        with opener(path, "rt") as file:
+            record = json.load(file)
+        return {k: v for k, v in record.items() if k not in ("datestamp", "hash")}
+
+    return content(a) == content(b)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(2) == b"\x1f\x8b"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -147,3 +147,28 @@ def test_unknown_model_is_refused(capsys):
     with pytest.raises(SystemExit):
         matbench.parse_args(["--models", "cgcnn,nope"])
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
+
+
+def test_matbench_records_the_folds_and_keeps_an_unchanged_record_as_it_is(tmp_path):
+    pytest.importorskip("matbench")  # installed for benchmark runs only (pip install --no-deps)
+    from matbench.bench import MatbenchBenchmark
+
+    task = "matbench_jdft2d"
+    _, y, _ = matbench.load_task(task, str(MATBENCH))
+    splits = MatbenchKFold().split(np.zeros(len(y)))
+    folds = {str(k): {"y_pred": (y[test] + 1.0).tolist()} for k, (_, test) in enumerate(splits)}
+    results = {"task": task, "models": {"m": {"folds": folds}}}
+    matbench.record_matbench(results, tmp_path, str(MATBENCH))
+    path = tmp_path / "m.matbench-record.json.gz"
+    scores = MatbenchBenchmark.from_file(str(path)).tasks_map[task].scores
+    assert scores["mae"]["mean"] == pytest.approx(1.0)
+    # a committed record of other days: rebuilt from the same predictions, it stays as it is
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "datestamp": "2020.01.01 00:00.00", "hash": "x"}))
+    before = path.read_bytes()
+    matbench.record_matbench(results, tmp_path, str(MATBENCH))
+    assert path.read_bytes() == before
+    folds["0"]["y_pred"][0] += 1.0  # another prediction: written afresh
+    matbench.record_matbench(results, tmp_path, str(MATBENCH))
+    assert json.loads(path.read_text())["datestamp"] != "2020.01.01 00:00.00"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.matbench-record.json.gz"]
