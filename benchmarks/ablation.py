@@ -41,7 +41,8 @@ from .leaderboard import LEADERBOARD_MAE, UNITS
 from .matbench import load_task, message_epochs, message_pipeline, model_params, run_fold
 
 FOLDER = RESULTS / "ablation"
-TASK_FOLDS = {"matbench_jdft2d": [0, 1, 2, 3, 4], "matbench_perovskites": [0]}
+N_FOLDS = MatbenchKFold().get_n_splits()
+TASK_FOLDS = {"matbench_jdft2d": list(range(N_FOLDS)), "matbench_perovskites": [0]}
 
 
 def _cgcnn(task: str, fold: int, epochs: int | None) -> BaseEstimator:
@@ -130,17 +131,17 @@ def run_row(task: str, row: str, args, X, y, splits, results: dict, save, settin
     """
     what, factory = ROWS[row]
     stored = results["tasks"].setdefault(task, {}).setdefault(row, {"what": what, "folds": {}})
-    folds = args.folds or TASK_FOLDS[task]
-    estimators = {f: factory(task, f, args.max_epochs) for f in {*TASK_FOLDS[task], *folds}}
+    # every official fold, so that folds run before with other --folds are judged too
+    estimators = {f: factory(task, f, args.max_epochs) for f in range(N_FOLDS)}
     expected = settings.setdefault(task, {}).setdefault(row, {})
     expected.update({str(fold): model_params(est) for fold, est in estimators.items()})
     # folds stored with other settings leave, run or not, so a row never mixes settings
     stored["folds"] = {k: v for k, v in stored["folds"].items() if v["params"] == expected[k]}
-    for fold in folds:
+    for fold in args.folds or TASK_FOLDS[task]:
         estimator = estimators[fold]
         params = expected[str(fold)]
         done = stored["folds"].get(str(fold))
-        if done is not None and done["params"] == params:
+        if done is not None:
             print(f"{task} {row:>14} fold {fold}: done before, MAE {done['mae']:.4g}", flush=True)
             continue
         recorded = None if args.subsample else matbench_fold(task, fold, params)
@@ -247,6 +248,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown row {unknown[0]!r}; choose from {list(ROWS)}")
     args.folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    if args.folds and not set(args.folds) <= set(range(N_FOLDS)):
+        parser.error(f"--folds must be among 0,1,2,3,4; got {args.folds}")
     return args
 
 

@@ -203,7 +203,24 @@ def test_folds_stored_with_other_settings_leave_the_row_even_when_not_rerun():
     settings: dict = {}
     ablation.run_row(task, "message", args, None, None, None, results, lambda: None, settings)
     assert results["tasks"][task]["message"]["folds"] == {"0": fold}
+    # perovskites runs fold 0 by default; a fold 3 run before with --folds 3 is judged too
+    perovskites = "matbench_perovskites"
+    done, kept = (
+        {"mae": 0.03, "params": matbench.model_params(
+            ablation.ROWS["message"][1](perovskites, k, None))}
+        for k in (0, 3)
+    )  # fmt: skip
+    rows = {"message": {"what": "w", "folds": {"0": done, "3": kept, "4": fold}}}
+    results["tasks"][perovskites] = rows
+    ablation.run_row(perovskites, "message", args, None, None, None, results, lambda: None, {})
+    assert rows["message"]["folds"] == {"0": done, "3": kept}  # fold 4 held jdft2d's settings
     # another process's file still holding the stale fold does not bring it back
     stored = {"data": {}, "tasks": {task: {"message": {"what": "w", "folds": {"1": stale}}}}}
     ablation.merge_finished_rows({**results, "data": {}}, stored, settings)
     assert results["tasks"][task]["message"]["folds"] == {"0": fold}
+
+
+def test_folds_outside_the_official_five_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        ablation.parse_args(["--folds", "0,7"])
+    assert "--folds must be among 0,1,2,3,4; got [0, 7]" in capsys.readouterr().err
