@@ -21,7 +21,6 @@ refuses to load a task with folds missing).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re
@@ -324,20 +323,16 @@ def record_matbench(results: dict, folder: Path, home: str) -> None:
 
 
 def _same_record(a: Path, b: Path) -> bool:
-    """Whether two Matbench record files hold the same results (their date and hash aside)."""
+    """Whether two Matbench record files hold the same results (their date and hash aside).
+
+    ``MatbenchBenchmark.to_file`` writes plain JSON whatever the name ends with.
+    """
 
     def content(path: Path) -> dict:
-        opener = gzip.open if _is_gzip(path) else open
-        with opener(path, "rt") as file:
-            record = json.load(file)
+        record = json.loads(path.read_text())
         return {k: v for k, v in record.items() if k not in ("datestamp", "hash")}
 
     return content(a) == content(b)
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as file:
-        return file.read(2) == b"\x1f\x8b"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

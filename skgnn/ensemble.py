@@ -7,6 +7,7 @@ from numbers import Integral
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, clone
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
@@ -147,7 +148,6 @@ class DeepEnsembleRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        base = self._base_estimator()
-        tags.input_tags = base.__sklearn_tags__().input_tags
+        tags.input_tags = get_tags(self._base_estimator()).input_tags
         tags.non_deterministic = False
         return tags

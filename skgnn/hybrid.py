@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, cl
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold, check_cv, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
-from sklearn.utils import _safe_indexing, indexable
+from sklearn.utils import _safe_indexing, get_tags, indexable
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -108,7 +108,7 @@ class CrossFittedFeatures(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags = clone(self.estimator).__sklearn_tags__().input_tags
+        tags.input_tags = get_tags(self.estimator).input_tags
         return tags
 
 
