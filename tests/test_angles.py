@@ -102,6 +102,16 @@ def test_the_angle_of_water_is_104_5_degrees():
     np.testing.assert_allclose(np.degrees(np.arccos(cosine.numpy())), 104.5, atol=1e-4)
 
 
+def test_a_right_angle_triplet_basis_by_hand():
+    """Edges of 1 and 2 Å at 90° with a 4 Å cutoff: P_l(0) times the two envelopes, p = 5."""
+    vectors = torch.tensor([[1.0, 0, 0], [0, 2.0, 0]], dtype=torch.float64)
+    found = triplets(vectors, torch.tensor([[0, 0], [1, 2]]), cutoff=4.0, l_max=2)
+    assert found.edge.tolist() == [0, 1] and found.neighbor.tolist() == [2, 1]
+    u = [1 - 21 * x**5 + 35 * x**6 - 15 * x**7 for x in (0.25, 0.5)]
+    expected = torch.tensor([1.0, 0.0, -0.5], dtype=torch.float64) * u[0] * u[1]
+    torch.testing.assert_close(found.basis, expected.expand(2, 3), rtol=1e-12, atol=1e-12)
+
+
 def test_legendre_matches_numpy():
     x = torch.linspace(-1, 1, 11, dtype=torch.float64)
     for l_max in range(5):

@@ -81,14 +81,21 @@ def test_mean_is_the_sum_over_the_degree():
     assert rows.degree.tolist() == [3, 3, 3, 3]
 
 
-def test_an_atom_without_edges_keeps_its_vector_plus_the_update_bias():
+def test_mean_of_one_edge_is_its_message_and_no_edge_keeps_the_vector_plus_the_update_bias():
+    """Atom 0 centres one edge (its mean is that message, not a share of it), atom 1 none."""
     layer = MessageLayer(3, 2, 1, 4, aggregation="mean").double()
     atom_fea = torch.randn(2, 3, dtype=torch.float64)
     edge_index = torch.tensor([[0], [1]])
-    features = as_features(torch.rand(1, 2, dtype=torch.float64))
+    edge_fea = torch.rand(1, 2, dtype=torch.float64)
+    features = as_features(edge_fea)
     out = layer(atom_fea, features, edge_rows(features, edge_index, 2))
-    expected = atom_fea[1] + nn.functional.silu(layer.update.bias)
-    torch.testing.assert_close(out[1], expected)
+    message = nn.functional.silu(layer.first(torch.cat([atom_fea[0], atom_fea[1], edge_fea[0]])))
+    expected = torch.stack([
+        atom_fea[0] + nn.functional.silu(layer.update(message)),
+        atom_fea[1] + nn.functional.silu(layer.update.bias),
+    ])  # fmt: skip
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(layer.plain_forward(atom_fea, edge_fea, edge_index), expected)
 
 
 # ---- the network ---------------------------------------------------------------------------
@@ -147,6 +154,36 @@ def test_cgcnn_pools_all_layers_as_their_mean():
     model.pool_layers = "last"
     torch.testing.assert_close(model.atom_vectors(batch), layers[-1])
     assert "pool_layers='all'" in repr(CGCNN(pool_layers="all"))
+
+
+def test_the_smallest_valid_settings_are_accepted():
+    """Each constraint's bound is where the doc says: one layer, one basis function, l = 0."""
+    torch.manual_seed(0)
+    model = MessageNet(
+        atom_fea_len=4, n_conv=1, edge_layers=1, edge_width=1, aggregation="mean",
+        edge_basis="radial", n_radial=1, cutoff=0.5, h_fea_len=3,
+        three_body=True, three_body_cutoff=0.5, three_body_lmax=0,
+    )  # fmt: skip
+    layer = (
+        "MessageLayer(4, edge_fea_len=1, edge_layers=1, edge_width=1, aggregation='mean', "
+        "n_angle_basis=1)"
+    )
+    assert repr(model.convs[0]) == layer and f"n_conv=1, conv={layer}" in repr(model)
+    for name, value in [("edge_width", 0), ("n_radial", 0), ("cutoff", 0.0),
+                        ("three_body_cutoff", 0.0), ("three_body_lmax", -1)]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"The '{name}' parameter of MessageNet must be"):
+            MessageNet(**{name: value})
+
+
+def test_the_network_repr_names_its_settings():
+    model = MessageNet(atom_fea_len=4, n_conv=2, edge_layers=3, edge_width=5, h_fea_len=3,
+                       three_body=True, pool_layers="all", n_out=2)  # fmt: skip
+    assert repr(model) == (
+        "MessageNet(n_conv=2, conv=MessageLayer(4, edge_fea_len=41, edge_layers=3, "
+        "edge_width=5, aggregation='sum', n_angle_basis=4), edge_basis='gaussian', "
+        "three_body_cutoff=4.0, n_h=1, pooling='mean', pool_layers='all', readout='crystal', "
+        "n_out=2)"
+    )
 
 
 def test_parameters_are_validated_in_sklearns_words():
