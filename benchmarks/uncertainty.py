@@ -107,7 +107,7 @@ def render(results: dict) -> str:
         "The spread recalibrated inside each training fold (a scale, and with `noise` a constant "
         "added in quadrature): the ensemble's on 10 % of it held out (or, with `ensemble_cv`, "
         "on out-of-fold predictions of all of it), the forest's on out-of-fold predictions of all "
-        "of it (`forest_cv` inner folds, 5 unless stated).",
+        "of it (`forest_cv` inner folds, 5 unless stated; `forest_cv` 0: on 10 % held out).",
         "",
         "| line | folds | MAE | mean member MAE | miscal. area raw → recal. | recal. area, "
         "all test rows pooled | Spearman abs(err)–σ | NLL raw → recal. |",
