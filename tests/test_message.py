@@ -158,7 +158,6 @@ def test_cgcnn_pools_all_layers_as_their_mean():
 
 def test_the_smallest_valid_settings_are_accepted():
     """Each constraint's bound is where the doc says: one layer, one basis function, l = 0."""
-    torch.manual_seed(0)
     model = MessageNet(
         atom_fea_len=4, n_conv=1, edge_layers=1, edge_width=1, aggregation="mean",
         edge_basis="radial", n_radial=1, cutoff=0.5, h_fea_len=3,
