@@ -36,7 +36,15 @@ from sklearn.pipeline import make_pipeline
 from skgnn import CGCNNRegressor, CrystalGraphTransformer
 from skgnn.model_selection import MatbenchKFold
 
-from .common import RESULTS, data_home, machine, take_missing_folds, taking_turns, write_json
+from .common import (
+    RESULTS,
+    data_home,
+    machine,
+    official_folds,
+    take_missing_folds,
+    taking_turns,
+    write_json,
+)
 from .leaderboard import LEADERBOARD_MAE, UNITS
 from .matbench import load_task, message_epochs, message_pipeline, model_params, run_fold
 
@@ -247,9 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown row {unknown[0]!r}; choose from {list(ROWS)}")
-    args.folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-    if args.folds and not set(args.folds) <= set(range(N_FOLDS)):
-        parser.error(f"--folds must be among 0,1,2,3,4; got {args.folds}")
+    args.folds = official_folds(parser, args.folds) if args.folds else None
     return args
 
 

@@ -15,6 +15,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA_HOME = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "matbench"
 
 
+def official_folds(parser, text: str) -> list[int]:
+    """``--folds`` as fold numbers; ``parser`` refuses any outside Matbench's official five."""
+    from skgnn.model_selection import MatbenchKFold
+
+    folds = [int(f) for f in text.split(",")]
+    if not set(folds) <= set(range(MatbenchKFold().get_n_splits())):
+        parser.error(f"--folds must be among 0,1,2,3,4; got {folds}")
+    return folds
+
+
 def data_home(option: str | None = None) -> str:
     """The Matbench data folder: the option, else $MATMINER_DATA, else the shared one."""
     return option or os.environ.get("MATMINER_DATA") or str(DEFAULT_DATA_HOME)

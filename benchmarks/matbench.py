@@ -42,7 +42,15 @@ from skgnn.baselines import make_rf_scm_magpie, make_strong_tabular
 from skgnn.hybrid import make_hybrid
 from skgnn.model_selection import MatbenchKFold
 
-from .common import RESULTS, data_home, machine, take_missing_folds, taking_turns, write_json
+from .common import (
+    RESULTS,
+    data_home,
+    machine,
+    official_folds,
+    take_missing_folds,
+    taking_turns,
+    write_json,
+)
 from .leaderboard import LEADERBOARD_MAE, TARGETS, UNITS
 
 LEADERBOARD_ROWS = ("CGCNN", "ALIGNN", "coGN", "RF-SCM/Magpie", "Dummy")
@@ -358,9 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.models) - set(MODELS)
     if unknown:
         parser.error(f"unknown model(s) {sorted(unknown)}; choose from {sorted(MODELS)}")
-    args.folds = [int(f) for f in args.folds.split(",")]
-    if not set(args.folds) <= set(range(5)):
-        parser.error(f"--folds must be among 0,1,2,3,4; got {args.folds}")
+    args.folds = official_folds(parser, args.folds)
     return args
 
 
