@@ -18,8 +18,12 @@ torch form always, ``SKGNN_FUSED=1`` to fail loudly where compiling fails.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -160,16 +164,16 @@ def kernels():
     try:
         from torch.utils.cpp_extension import load_inline
 
-        _remove_stale_lock(name)
-        return load_inline(
-            name=name,
-            cpp_sources=SOURCE,
-            functions=["gate_forward", "gate_backward"],
-            # vectorised exp and log (glibc's libmvec) need -ffast-math; the kernels clamp
-            # before exp and meet no NaN or infinity of their own
-            extra_cflags=["-O3", "-ffast-math", "-march=native"],
-            verbose=False,
-        )
+        with _sole_builder(name):
+            return load_inline(
+                name=name,
+                cpp_sources=SOURCE,
+                functions=["gate_forward", "gate_backward"],
+                # vectorised exp and log (glibc's libmvec) need -ffast-math; the kernels clamp
+                # before exp and meet no NaN or infinity of their own
+                extra_cflags=["-O3", "-ffast-math", "-march=native"],
+                verbose=False,
+            )
     except Exception as error:  # no compiler, no ninja, no headers: the torch form does it
         if setting == "1":
             raise
@@ -182,28 +186,51 @@ def kernels():
         return None
 
 
-#: A build lock older than this (seconds) was left by a compile that was killed: torch would
-#: wait on it for ever. A compile takes about a minute alone, 7 minutes on loaded cores.
+@contextmanager
+def _sole_builder(name: str) -> Iterator[None]:
+    """Within the block, this process is the only skgnn process building or loading ``name``.
+
+    torch marks a compile in progress with a lock file, and a compile killed midway leaves it
+    behind: torch would wait on it for ever. skgnn's own lock is an advisory file lock, which
+    the operating system lets go of when its holder dies, so the next process waits exactly as
+    long as a compile runs; once it holds that lock, a torch lock still there was left by a
+    compile that is gone, and is removed. Where there are no advisory locks (Windows), a torch
+    lock counts as left behind once it is ``STALE_LOCK_SECONDS`` old.
+    """
+    from torch.utils.cpp_extension import _get_build_directory
+
+    build_directory = _get_build_directory(name, verbose=False)
+    torch_lock = os.path.join(build_directory, "lock")
+    try:
+        import fcntl
+    except ImportError:
+        _remove_left_lock(torch_lock, older_than=STALE_LOCK_SECONDS)
+        yield
+        return
+    with open(os.path.join(build_directory, "skgnn.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # let go of when the file closes or its holder dies
+        _remove_left_lock(torch_lock)
+        yield
+
+
+#: Where there are no advisory locks, a torch build lock older than this (seconds) counts as
+#: left by a compile that was killed. A compile takes about a minute alone, 7 minutes on
+#: loaded cores.
 STALE_LOCK_SECONDS = 900
 
 
-def _remove_stale_lock(name: str) -> None:
-    """Remove torch's build lock for ``name`` where no compile can still be holding it."""
-    import time
-
-    from torch.utils.cpp_extension import _get_build_directory
-
-    lock = os.path.join(_get_build_directory(name, verbose=False), "lock")
+def _remove_left_lock(lock: str, older_than: float = -math.inf) -> None:
+    """Remove torch's build lock file ``lock``, saying so, if it is older than ``older_than`` s."""
     try:
         age = time.time() - os.path.getmtime(lock)
     except OSError:
         return
-    if age > STALE_LOCK_SECONDS:
+    if age > older_than:
         warnings.warn(
             f"Removing {lock}, left {age / 60:.0f} minutes ago by a compile of skgnn's fused "
             "kernel that was interrupted.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
         os.remove(lock)
 

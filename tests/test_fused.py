@@ -1,6 +1,9 @@
 """The fused C++ kernels of the gated messages (skgnn.fused) against the torch form."""
 
 import os
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -140,18 +143,79 @@ def test_without_a_compiler_the_torch_form_is_used_with_a_warning(monkeypatch, f
     assert fused.kernels() is None  # switched off: not even tried
 
 
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
-    """A compile killed midway leaves torch's lock behind, and torch would wait on it for ever."""
+def _build_locks(tmp_path, monkeypatch, name="skgnn_test_lock"):
+    """torch's build lock and skgnn's lock for the kernel ``name``, under ``tmp_path``."""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     from torch.utils.cpp_extension import _get_build_directory
 
-    lock = os.path.join(_get_build_directory("skgnn_test_lock", verbose=False), "lock")
-    open(lock, "w").close()
-    fused._remove_stale_lock("skgnn_test_lock")  # just made: a compile may hold it
-    assert os.path.exists(lock)
-    old = os.path.getmtime(lock) - fused.STALE_LOCK_SECONDS - 60
-    os.utime(lock, (old, old))
+    directory = _get_build_directory(name, verbose=False)
+    return os.path.join(directory, "lock"), os.path.join(directory, "skgnn.lock")
+
+
+def test_a_build_lock_left_by_a_killed_compile_is_removed_at_once(tmp_path, monkeypatch):
+    """A compile killed midway leaves torch's lock behind, and torch would wait on it for ever.
+
+    The compiling process here takes skgnn's lock, makes torch's, and is killed: the next
+    process gets skgnn's lock at once (the system let go of it) and removes torch's, however
+    fresh it is.
+    """
+    torch_lock, _ = _build_locks(tmp_path, monkeypatch)
+    compiler = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time; from skgnn import fused\n"
+            "with fused._sole_builder('skgnn_test_lock'):\n"
+            "    open(sys.argv[1], 'w').close(); print('compiling', flush=True); time.sleep(60)",
+            torch_lock,
+        ],
+        env={**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert compiler.stdout.readline() == "compiling\n"
+    compiler.kill()
+    compiler.wait()
+    assert os.path.exists(torch_lock)
     with pytest.warns(RuntimeWarning, match="interrupted"):
-        fused._remove_stale_lock("skgnn_test_lock")
-    assert not os.path.exists(lock)
-    fused._remove_stale_lock("skgnn_test_lock")  # no lock: nothing to do
+        with fused._sole_builder("skgnn_test_lock"):
+            assert not os.path.exists(torch_lock)
+
+
+def test_a_process_waits_while_another_builds(tmp_path, monkeypatch):
+    """While one process compiles (holds skgnn's lock), the next waits, then finds no torch lock."""
+    import fcntl
+
+    torch_lock, skgnn_lock = _build_locks(tmp_path, monkeypatch)
+    entered = threading.Event()
+
+    def load():
+        with fused._sole_builder("skgnn_test_lock"):
+            entered.set()
+
+    with open(skgnn_lock, "a") as compiling:  # another open file: another holder, as a process
+        fcntl.flock(compiling, fcntl.LOCK_EX)
+        open(torch_lock, "w").close()
+        waiter = threading.Thread(target=load)
+        waiter.start()
+        assert not entered.wait(0.5)  # waits on the compile, and leaves its lock alone
+        assert os.path.exists(torch_lock)
+        os.remove(torch_lock)  # the compile ends: torch removes its lock, then skgnn lets go
+    waiter.join(10)
+    assert entered.is_set()
+
+
+def test_without_advisory_locks_only_an_old_build_lock_is_removed(tmp_path, monkeypatch):
+    """Where fcntl is missing (Windows), a torch lock counts as left behind by its age."""
+    torch_lock, _ = _build_locks(tmp_path, monkeypatch)
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl raises ImportError
+    open(torch_lock, "w").close()
+    with fused._sole_builder("skgnn_test_lock"):  # just made: a compile may hold it
+        assert os.path.exists(torch_lock)
+    old = os.path.getmtime(torch_lock) - fused.STALE_LOCK_SECONDS - 60
+    os.utime(torch_lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="16 minutes ago .* interrupted"):
+        with fused._sole_builder("skgnn_test_lock"):
+            assert not os.path.exists(torch_lock)
+    with fused._sole_builder("skgnn_test_lock"):  # no lock: nothing to do
+        pass
