@@ -9,14 +9,16 @@ RecalibratedRegressor that learns a scale and a noise floor for the spread insid
 fold: the ensemble from 10 % of it held out, the (cheap) forest from out-of-fold predictions of
 all of it (5 inner folds, then refitted on the whole fold). Per fold:
 MAE of the mean, miscalibration area before and after recalibration, Spearman correlation of
-|error| with σ, Gaussian NLL. Written as each fold ends (a rerun skips finished folds) under
-``benchmarks/results/<task>/uncertainty.{json,md}`` with ``calibration.png``.
+|error| with σ, Gaussian NLL. Written as each fold ends under
+``benchmarks/results/<task>/uncertainty.{json,md}`` with ``calibration.png``; each line keeps its
+own settings, so a rerun skips the folds a line finished with the same ones, runs beside other
+processes writing the same file (one fold or line each), and refuses to drop a line fitted
+with other settings unless told to (``--replace``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,7 +39,7 @@ from skgnn.calibration import (
 from skgnn.ensemble import DeepEnsembleRegressor
 from skgnn.model_selection import MatbenchKFold
 
-from .common import RESULTS, data_home, machine, write_json
+from .common import RESULTS, data_home, machine, official_folds, taking_turns, write_json
 from .matbench import load_task
 
 
@@ -58,12 +60,16 @@ def _lines(args) -> dict:
     }
 
 
-def settings(args) -> dict:
-    """What a resumed run must share with the folds already written."""
-    return {"members": args.members, "max_epochs": args.max_epochs,
-            "recalibration": args.recalibration, "noise": not args.no_noise,
-            **({"ensemble_cv": args.ensemble_cv} if args.ensemble_cv else {}),
-            **({"forest_cv": args.forest_cv} if args.forest_cv != 5 else {})}  # fmt: skip
+LINES = ("cgcnn_ensemble", "rf_scm_magpie")
+
+
+def line_settings(name: str, args) -> dict:
+    """What a resumed run of line ``name`` must share with the folds already written."""
+    recalibration = {"recalibration": args.recalibration, "noise": not args.no_noise}
+    if name == "cgcnn_ensemble":
+        return {"members": args.members, "max_epochs": args.max_epochs,
+                "ensemble_cv": args.ensemble_cv, **recalibration}  # fmt: skip
+    return {"forest_cv": args.forest_cv, **recalibration}
 
 
 def fold_record(model, X, y, train, test) -> dict:
@@ -102,19 +108,18 @@ def render(results: dict) -> str:
     lines = [
         f"# {results['task']}: calibrated uncertainty on the Matbench v0.1 folds",
         "",
-        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. "
-        f"Command: `{results['command']}`. Settings: {results.get('settings', {})}.",
         "The spread recalibrated inside each training fold (a scale, and with `noise` a constant "
         "added in quadrature): the ensemble's on 10 % of it held out (or, with `ensemble_cv`, "
         "on out-of-fold predictions of all of it), the forest's on out-of-fold predictions of all "
-        "of it (`forest_cv` inner folds, 5 unless stated; `forest_cv` 0: on 10 % held out).",
+        "of it (`forest_cv` inner folds; `forest_cv` 0: on 10 % held out).",
         "",
         "| line | folds | MAE | mean member MAE | miscal. area raw → recal. | recal. area, "
         "all test rows pooled | Spearman abs(err)–σ | NLL raw → recal. |",
         "|---|---|---|---|---|---|---|---|",
     ]
     sizes = []
-    for name, folds in results["lines"].items():
+    for name, line in results["lines"].items():
+        folds = line["folds"]
         if not folds:
             continue
 
@@ -137,6 +142,10 @@ def render(results: dict) -> str:
                   f"miscalibration area of {sampling_floor(int(np.mean(sizes))):.3f} on test folds "
                   f"of {int(np.mean(sizes))} rows and {sampling_floor(sum(sizes)):.3f} on all "
                   f"{sum(sizes)} pooled (400 simulated draws)."]  # fmt: skip
+    lines.append("")
+    for name, line in results["lines"].items():
+        where = f"{line['machine']['cpu']}, {line['machine']['cores']} cores"
+        lines.append(f"- {name}: `{line['command']}` ({where}); settings {line['settings']}")
     lines += ["", "![calibration](calibration.png)", ""]
     return "\n".join(lines)
 
@@ -162,10 +171,10 @@ def plot(results: dict, path) -> None:
 
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
     axis.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="ideal")
-    for name, folds in results["lines"].items():
-        if not folds:
+    for name, line in results["lines"].items():
+        if not line["folds"]:
             continue
-        y, mean, std = _pooled(folds)
+        y, mean, std = _pooled(line["folds"])
         expected, observed = calibration_curve(y, mean, std)
         axis.plot(expected, observed, label=name)
     axis.set(xlabel="expected fraction inside the interval", ylabel="observed fraction",
@@ -199,35 +208,67 @@ def main(argv: list[str] | None = None) -> dict:
         default=5,
         help="inner folds of the forest's recalibration; 0: 10 %% held out",
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="start over a line written with other settings (without it, such a run stops)",
+    )
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--out", type=Path, default=None, help="default results/<task>")
     args = parser.parse_args(argv)
-    X, y, _ = load_task(args.task, data_home(args.data_home))
+    folds = official_folds(parser, args.folds)
+    names = args.lines.split(",")
+    if unknown := sorted(set(names) - set(LINES)):
+        parser.error(f"unknown line(s) {unknown}; choose from {list(LINES)}")
     folder = args.out or RESULTS / args.task
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "uncertainty.json"
     given = sys.argv[1:] if argv is None else argv
-    results = {"task": args.task, "machine": machine(), "lines": {}, "settings": settings(args),
-               "command": " ".join(["python -m benchmarks.uncertainty", *given])}  # fmt: skip
-    if path.exists():
-        written = json.loads(path.read_text())
-        if written.get("settings") == results["settings"]:
-            results["lines"] = written["lines"]
-        else:
-            print(f"{path} was written with other settings; starting over")
+    mine = {name: {"settings": line_settings(name, args), "machine": machine(), "folds": {},
+                   "command": " ".join(["python -m benchmarks.uncertainty", *given])}
+            for name in names}  # fmt: skip
+    with taking_turns(path) as stored:
+        stored_lines = (stored or {}).get("lines", {})
+    for name, line in mine.items():
+        other = stored_lines.get(name, line)["settings"]
+        if other != line["settings"] and not args.replace:
+            parser.error(
+                f"{path} holds {name} fitted with {other}, not {line['settings']}: pass "
+                "--replace to start that line over, or --out to write elsewhere"
+            )
+    X, y, _ = load_task(args.task, data_home(args.data_home))
     splits = list(MatbenchKFold().split(X))
-    lines = _lines(args)
-    for name in args.lines.split(","):
-        folds = results["lines"].setdefault(name, {})
-        for fold in map(int, args.folds.split(",")):
-            if str(fold) in folds:
-                continue
+    models = _lines(args)
+    for name, line in mine.items():
+        for fold in folds:
+            if str(fold) in _merged(path, args.task, mine)["lines"][name]["folds"]:
+                continue  # finished before, or by another process meanwhile
             train, test = splits[fold]
-            folds[str(fold)] = fold_record(lines[name], X, y, train, test)
-            print(name, fold, {k: v for k, v in folds[str(fold)].items() if np.isscalar(v)})
+            record = fold_record(models[name], X, y, train, test)
+            line["folds"][str(fold)] = record
+            print(name, fold, {k: v for k, v in record.items() if np.isscalar(v)})
+            _merged(path, args.task, mine, write=True)
+    return _merged(path, args.task, mine)
+
+
+def _merged(path: Path, task: str, mine: dict, write: bool = False) -> dict:
+    """What ``path`` holds now with this run's lines in it, written with its table and plot.
+
+    Under ``path``'s lock, so that processes sharing the file each add their folds to what the
+    others stored. A stored line's folds join this run's only if its settings are the same;
+    else this run's line takes its place (``main`` asks for ``--replace`` first).
+    """
+    with taking_turns(path) as stored:
+        results = stored or {"task": task, "lines": {}}
+        for name, line in mine.items():
+            kept = results["lines"].get(name, line)
+            if kept["settings"] == line["settings"]:
+                line["folds"] = {**kept["folds"], **line["folds"]}
+            results["lines"][name] = line
+        if write:
             write_json(path, results)
-            (folder / "uncertainty.md").write_text(render(results))
-            plot(results, folder / "calibration.png")
+            (path.parent / "uncertainty.md").write_text(render(results))
+            plot(results, path.parent / "calibration.png")
     return results
 
 

@@ -167,27 +167,83 @@ def test_uncertainty_benchmark_records_both_lines_and_resumes_only_with_its_sett
             "--n-jobs", "1", "--forest-cv", "0", "--data-home", str(MATBENCH),
             "--out", str(tmp_path)]  # fmt: skip
     results = uncertainty.main(argv)
-    assert results["settings"] == {"members": 2, "max_epochs": 1, "recalibration": "coverage",
-                                   "noise": True, "forest_cv": 0}  # fmt: skip
+    lines = results["lines"]
+    assert lines["cgcnn_ensemble"]["settings"] == {
+        "members": 2, "max_epochs": 1, "ensemble_cv": None, "recalibration": "coverage",
+        "noise": True}  # fmt: skip
+    assert lines["rf_scm_magpie"]["settings"] == {
+        "forest_cv": 0, "recalibration": "coverage", "noise": True}  # fmt: skip
     for line in ("cgcnn_ensemble", "rf_scm_magpie"):
-        fold = results["lines"][line]["0"]
+        fold = lines[line]["folds"]["0"]
         y, mean, std = (np.array(fold[k]) for k in ("y_true", "y_mean", "y_std"))
         assert fold["mae"] == pytest.approx(np.mean(np.abs(y - mean)))
         assert fold["miscalibration_area"] == pytest.approx(
             uncertainty.miscalibration_area(y, mean, std)
         )
         assert fold["noise_std"] >= 0 and fold["std_scale"] > 0
-    assert len(results["lines"]["cgcnn_ensemble"]["0"]["member_mae"]) == 2
+    assert len(lines["cgcnn_ensemble"]["folds"]["0"]["member_mae"]) == 2
     markdown = (tmp_path / "uncertainty.md").read_text()
     assert "| cgcnn_ensemble | 1 |" in markdown and "Sampling floor" in markdown
     again = uncertainty.main(argv)  # the same settings: the fold is kept, not refitted
-    assert again["lines"] == json.loads((tmp_path / "uncertainty.json").read_text())["lines"]
-    assert (again["lines"]["cgcnn_ensemble"]["0"]["fit_s"]
-            == results["lines"]["cgcnn_ensemble"]["0"]["fit_s"])  # fmt: skip
-    other = uncertainty.main([*argv[:-2], "--no-noise", "--lines", "rf_scm_magpie",
-                              "--out", str(tmp_path)])  # fmt: skip
-    assert list(other["lines"]) == ["rf_scm_magpie"]  # other settings: started over
-    assert other["lines"]["rf_scm_magpie"]["0"]["noise_std"] == 0.0
+    assert again == json.loads((tmp_path / "uncertainty.json").read_text())
+    assert again["lines"]["cgcnn_ensemble"]["folds"] == lines["cgcnn_ensemble"]["folds"]
+    # the forest alone with other settings: it starts over, the ensemble's fold stays
+    other = uncertainty.main([*argv, "--no-noise", "--lines", "rf_scm_magpie", "--replace"])
+    assert other["lines"]["rf_scm_magpie"]["folds"]["0"]["noise_std"] == 0.0
+    assert other["lines"]["rf_scm_magpie"]["settings"]["noise"] is False
+    assert other["lines"]["cgcnn_ensemble"] == again["lines"]["cgcnn_ensemble"]
+
+
+def test_uncertainty_benchmark_refuses_before_any_fit_what_would_drop_or_cannot_run(
+    tmp_path, capsys, monkeypatch
+):
+    """A line stored with other settings is not dropped unless --replace; a bad fold or line
+    name is refused; each before the data are even loaded, the stored file untouched."""
+    from benchmarks import uncertainty
+
+    monkeypatch.setattr(uncertainty, "load_task", lambda *a: pytest.fail("loaded the data"))
+    stored = {"task": "matbench_jdft2d", "lines": {"rf_scm_magpie": {
+        "settings": {"forest_cv": 5, "recalibration": "coverage", "noise": True},
+        "machine": {}, "command": "", "folds": {"0": {"mae": 1.0}}}}}  # fmt: skip
+    (tmp_path / "uncertainty.json").write_text(json.dumps(stored))
+    base = ["--out", str(tmp_path), "--lines", "rf_scm_magpie"]
+    for extra, message in [
+        (["--forest-cv", "0"], "holds rf_scm_magpie fitted with {'forest_cv': 5, "),
+        (["--folds", "0,5"], "--folds must be among 0,1,2,3,4; got [0, 5]"),
+        (["--lines", "forest"], "unknown line(s) ['forest']; choose from"),
+    ]:
+        with pytest.raises(SystemExit):
+            uncertainty.main([*base, *extra])
+        assert message in capsys.readouterr().err
+    assert json.loads((tmp_path / "uncertainty.json").read_text()) == stored
+
+
+def test_uncertainty_folds_of_processes_sharing_a_file_are_merged_by_settings(tmp_path):
+    """Each process adds its folds to what the others stored; other settings are replaced."""
+    from benchmarks import uncertainty
+
+    path = tmp_path / "uncertainty.json"
+    settings = {"forest_cv": 0, "recalibration": "coverage", "noise": True}
+
+    def line(folds, **changed):
+        return {"settings": {**settings, **changed}, "machine": {"cpu": "c", "cores": 2},
+                "command": "c", "folds": folds}  # fmt: skip
+
+    fold = {"mae": 1.0, "miscalibration_area_raw": 0.2, "miscalibration_area": 0.1,
+            "spearman_abs_error_std": 0.5, "nll_raw": 1.0, "nll": 0.9,
+            "y_true": [0.0, 1.0], "y_mean": [0.1, 0.9], "y_std": [0.2, 0.2]}  # fmt: skip
+    other_process = {"task": "t", "lines": {"rf_scm_magpie": line({"1": fold}),
+                                            "cgcnn_ensemble": line({"2": fold})}}  # fmt: skip
+    path.write_text(json.dumps(other_process))
+    mine = {"rf_scm_magpie": line({"0": fold})}
+    written = uncertainty._merged(path, "t", mine, write=True)
+    assert sorted(written["lines"]["rf_scm_magpie"]["folds"]) == ["0", "1"]
+    assert written["lines"]["cgcnn_ensemble"] == other_process["lines"]["cgcnn_ensemble"]
+    assert json.loads(path.read_text()) == written
+    assert "| rf_scm_magpie | 2 |" in (tmp_path / "uncertainty.md").read_text()
+    replacing = {"rf_scm_magpie": line({"3": fold}, noise=False)}
+    written = uncertainty._merged(path, "t", replacing, write=True)
+    assert list(written["lines"]["rf_scm_magpie"]["folds"]) == ["3"]
 
 
 def test_folds_stored_with_other_settings_leave_the_row_even_when_not_rerun():
