@@ -19,9 +19,12 @@ def official_folds(parser, text: str) -> list[int]:
     """``--folds`` as fold numbers; ``parser`` refuses any outside Matbench's official five."""
     from skgnn.model_selection import MatbenchKFold
 
-    folds = [int(f) for f in text.split(",")]
-    if not set(folds) <= set(range(MatbenchKFold().get_n_splits())):
-        parser.error(f"--folds must be among 0,1,2,3,4; got {folds}")
+    try:
+        folds = [int(f) for f in text.split(",")]
+    except ValueError:
+        folds = None
+    if folds is None or not set(folds) <= set(range(MatbenchKFold().get_n_splits())):
+        parser.error(f"--folds must be among 0,1,2,3,4; got {text!r}")
     return folds
 
 

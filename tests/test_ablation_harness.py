@@ -209,7 +209,7 @@ def test_uncertainty_benchmark_refuses_before_any_fit_what_would_drop_or_cannot_
     base = ["--out", str(tmp_path), "--lines", "rf_scm_magpie"]
     for extra, message in [
         (["--forest-cv", "0"], "holds rf_scm_magpie fitted with {'forest_cv': 5, "),
-        (["--folds", "0,5"], "--folds must be among 0,1,2,3,4; got [0, 5]"),
+        (["--folds", "0,5"], "--folds must be among 0,1,2,3,4; got '0,5'"),
         (["--lines", "forest"], "unknown line(s) ['forest']; choose from"),
     ]:
         with pytest.raises(SystemExit):
@@ -279,4 +279,4 @@ def test_folds_stored_with_other_settings_leave_the_row_even_when_not_rerun():
 def test_folds_outside_the_official_five_are_refused(capsys):
     with pytest.raises(SystemExit):
         ablation.parse_args(["--folds", "0,7"])
-    assert "--folds must be among 0,1,2,3,4; got [0, 7]" in capsys.readouterr().err
+    assert "--folds must be among 0,1,2,3,4; got '0,7'" in capsys.readouterr().err
