@@ -136,12 +136,32 @@ def load_task(task: str, home: str, subsample: str | None = None):
 
 
 def _describe(value) -> str:
-    """A string for a parameter that is the same in every process (no addresses, no set order)."""
+    """A string for a parameter that is the same in every process (no addresses, no set order).
+
+    An estimator inside a parameter (a hybrid's network) is described by its own parameters,
+    in full: its repr elides the middle of long parameter lists and shows sets (skorch's) in
+    hash order, which differs between processes.
+    """
+    if isinstance(value, BaseEstimator):
+        params = sorted(value.get_params(deep=False).items())
+        inner = ", ".join(f"{k}={_describe(v)}" for k, v in params if not k.startswith("_"))
+        return f"{type(value).__name__}({inner})"
+    if isinstance(value, (list, tuple)) and _holds_estimator(value):
+        items = ", ".join(_describe(v) for v in value)
+        if isinstance(value, list):
+            return f"[{items}]"
+        return f"({items},)" if len(value) == 1 else f"({items})"
     if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
         return f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, (set, frozenset)):
         return repr(sorted(value))
     return re.sub(r" at 0x[0-9a-f]+", "", repr(value))
+
+
+def _holds_estimator(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_estimator(v) for v in value)
+    return isinstance(value, BaseEstimator)
 
 
 def model_params(estimator: BaseEstimator) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """The Matbench head-to-head harness (benchmarks/matbench.py) on a tiny subsample of jdft2d."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,8 @@ from skgnn.baselines import make_rf_scm_magpie
 from skgnn.model_selection import MatbenchKFold
 
 from .conftest import MATBENCH
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--subsample", "60", "--folds", "0", "--max-epochs", "2", "--n-estimators", "10",
         "--models", "cgcnn,rf_scm_magpie", "--data-home", str(MATBENCH)]  # fmt: skip
@@ -179,3 +183,30 @@ def test_matbench_records_the_folds_and_keeps_an_unchanged_record_as_it_is(tmp_p
     matbench.record_matbench(results, tmp_path, str(MATBENCH))
     assert json.loads(path.read_text())["datestamp"] != "2020.01.01 00:00.00"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.matbench-record.json.gz"]
+
+
+def test_the_resume_key_of_a_hybrid_is_the_same_in_every_process():
+    """Processes writing one results file keep another's fold only if its key equals theirs.
+
+    A nested network's repr shows skorch's set of parameters in hash order, which differs
+    between processes: a hybrid fold finished beside another process was dropped when that
+    process saved. The key must not depend on the process's hash seed.
+    """
+    import subprocess
+    import sys
+
+    script = (
+        "import json; from benchmarks import matbench\n"
+        "args = matbench.parse_args(['--task', 'matbench_dielectric'])\n"
+        "print(json.dumps(matbench.model_params(matbench.MODELS['hybrid'](args, 2))))"
+    )
+    keys = [
+        json.loads(subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout)
+        for seed in ("1", "2", "3")
+    ]  # fmt: skip
+    assert keys[0] == keys[1] == keys[2]
+    network = keys[0]["features__transformer_list"]
+    assert "CGCNNRegressor(batch_size=128," in network and "random_state=2," in network
