@@ -210,3 +210,19 @@ def test_the_resume_key_of_a_hybrid_is_the_same_in_every_process():
     assert keys[0] == keys[1] == keys[2]
     network = keys[0]["features__transformer_list"]
     assert "CGCNNRegressor(batch_size=128," in network and "random_state=2," in network
+
+
+@pytest.mark.parametrize("task", ["matbench_jdft2d", "matbench_dielectric", "matbench_perovskites"])
+def test_the_committed_folds_resume_under_the_documented_command(task):
+    """A parameter added to an estimator changes the resume key of every stored fold, and the
+    documented command would then refit hours of folds; a stored key must be today's key."""
+    args = matbench.parse_args(["--task", task])
+    stored = json.loads((matbench.RESULTS / task / "results.json").read_text())["models"]
+    stale = [
+        (name, fold)
+        for name, model in stored.items()
+        for fold, record in model["folds"].items()
+        if record["params"] != matbench.model_params(matbench.MODELS[name](args, int(fold)))
+    ]
+    assert not stale
+    assert sum(len(model["folds"]) for model in stored.values()) >= 15
