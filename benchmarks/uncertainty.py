@@ -225,9 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
     folder = args.out or RESULTS / args.task
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "uncertainty.json"
-    given = sys.argv[1:] if argv is None else argv
+    command = line_command(sys.argv[1:] if argv is None else argv)
     mine = {name: {"settings": line_settings(name, args), "machine": machine(), "folds": {},
-                   "command": " ".join(["python -m benchmarks.uncertainty", *given])}
+                   "command": command}
             for name in names}  # fmt: skip
     with taking_turns(path) as stored:
         stored_lines = (stored or {}).get("lines", {})
@@ -251,6 +251,23 @@ def main(argv: list[str] | None = None) -> dict:
             print(name, fold, {k: v for k, v in record.items() if np.isscalar(v)})
             _merged(path, args.task, mine, write=True)
     return _merged(path, args.task, mine)
+
+
+def line_command(argv: list[str]) -> str:
+    """The command that reruns a line: without ``--folds`` and ``--replace``.
+
+    A line's folds may come from several processes, each given other ``--folds``; the
+    command stored with them must run them all, and resume rather than start over.
+    """
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg == "--folds":
+            skip_value = True
+        elif arg != "--replace" and not arg.startswith("--folds="):
+            kept.append(arg)
+    return " ".join(["python -m benchmarks.uncertainty", *kept])
 
 
 def _merged(path: Path, task: str, mine: dict, write: bool = False) -> dict:

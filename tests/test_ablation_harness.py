@@ -284,3 +284,15 @@ def test_folds_outside_the_official_five_are_refused(capsys):
     with pytest.raises(SystemExit):
         ablation.parse_args(["--folds", "0,7"])
     assert "--folds must be among 0,1,2,3,4; got '0,7'" in capsys.readouterr().err
+
+
+def test_a_lines_stored_command_runs_all_its_folds_and_resumes():
+    """Its folds came from processes given other --folds; the last one's command ran one."""
+    from benchmarks import uncertainty
+
+    argv = ["--task", "matbench_perovskites", "--lines", "cgcnn_ensemble", "--folds", "4",
+            "--n-jobs", "1", "--replace", "--folds=3"]  # fmt: skip
+    assert uncertainty.line_command(argv) == (
+        "python -m benchmarks.uncertainty --task matbench_perovskites --lines cgcnn_ensemble "
+        "--n-jobs 1"
+    )
