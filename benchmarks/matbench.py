@@ -4,6 +4,7 @@
     python -m benchmarks.matbench --subsample 100 --folds 0 --max-epochs 5    # a quick look
     python -m benchmarks.matbench --task matbench_perovskites --models message    # MessageNet
     python -m benchmarks.matbench --models hybrid,hybrid_message   # + the network's prediction
+    python -m benchmarks.matbench --models hybrid_residual   # boosting from that prediction
 
 Each model is a fresh clone fitted inside each fold on that fold's training rows only.
 ``results.json`` is rewritten after every fold, so an interrupted run keeps its finished folds
@@ -106,6 +107,11 @@ def _hybrid(args: argparse.Namespace, fold: int) -> BaseEstimator:
     return make_hybrid(_cgcnn(args, fold), random_state=0)
 
 
+def _hybrid_residual(args: argparse.Namespace, fold: int) -> BaseEstimator:
+    """The hybrid whose booster learns what the CGCNN's cross-fitted prediction misses."""
+    return make_hybrid(_cgcnn(args, fold), random_state=0, residual=True)
+
+
 def _hybrid_message(args: argparse.Namespace, fold: int) -> BaseEstimator:
     """The hybrid with MessageNet's cross-fitted prediction (six MessageNet fits a fold)."""
     return make_hybrid(_message(args, fold), random_state=0)
@@ -117,6 +123,7 @@ MODELS: dict[str, Callable[[argparse.Namespace, int], BaseEstimator]] = {
     "cgcnn_atom": _cgcnn_atom,
     "hybrid": _hybrid,
     "hybrid_message": _hybrid_message,
+    "hybrid_residual": _hybrid_residual,
     "message": _message,
     "rf_scm_magpie": lambda args, fold: make_rf_scm_magpie(args.n_estimators, random_state=0),
     "strong_tabular": lambda args, fold: make_strong_tabular(random_state=0),

@@ -5,13 +5,19 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, clone
+from sklearn.base import (
+    BaseEstimator,
+    MetaEstimatorMixin,
+    RegressorMixin,
+    TransformerMixin,
+    clone,
+)
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold, check_cv, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 from sklearn.utils import _safe_indexing, get_tags, indexable
-from sklearn.utils._param_validation import HasMethods, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 
 from .baselines import STRONG_COMPOSITION, STRONG_STRUCTURE, StructureFeaturizer
 
@@ -112,6 +118,80 @@ class CrossFittedFeatures(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
+class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
+    """A regressor that learns what a prior prediction, one column of ``X``, misses.
+
+    ``fit`` fits the estimator to ``y - X[:, prior_column]`` and ``predict``
+    returns ``X[:, prior_column]`` plus its output: boosting that starts from
+    a network's prediction (LightGBM's ``init_score``, XGBoost's
+    ``base_margin``) rather than rebuilding it from splits. Trees that must
+    rebuild an accurate prediction from one feature lose accuracy to its
+    binning (255 bins in ``HistGradientBoostingRegressor``) and to their
+    steps; a correction close to zero costs little. The prior column stays a
+    feature, so the correction may depend on it.
+
+    Parameters
+    ----------
+    estimator : regressor
+    prior_column : int, default=0
+        Position of the prior prediction among the columns of ``X`` (0: the
+        first transformer of a ``FeatureUnion``).
+
+    Attributes
+    ----------
+    estimator_ : the estimator fitted to the residuals
+    n_features_in_ : int
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "predict"])],
+        "prior_column": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, estimator, *, prior_column: int = 0) -> None:
+        self.estimator = estimator
+        self.prior_column = prior_column
+
+    def fit(self, X, y) -> ResidualRegressor:
+        """Fit the estimator to what the prior column misses of ``y``."""
+        self._validate_params()
+        table, y = check_X_y(X, y, ensure_all_finite=self._finite_rule(), y_numeric=True)
+        estimator = clone(self.estimator).fit(X, y - self._prior(table))
+        # fitted attributes only once nothing can fail: a refused refit leaves the last fit
+        validate_data(self, X, skip_check_array=True)
+        self.estimator_ = estimator
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """The prior column plus the learned correction."""
+        check_is_fitted(self)
+        table = validate_data(self, X, reset=False, ensure_all_finite=self._finite_rule())
+        return self._prior(table) + self.estimator_.predict(X)
+
+    def _finite_rule(self) -> bool | str:
+        # NaN in the other columns is the estimator's to take or refuse
+        return "allow-nan" if get_tags(self.estimator).input_tags.allow_nan else True
+
+    def _prior(self, table: np.ndarray) -> np.ndarray:
+        if self.prior_column >= table.shape[1]:
+            raise ValueError(
+                f"prior_column={self.prior_column}, but X has {table.shape[1]} columns"
+            )
+        prior = table[:, self.prior_column].astype(float)
+        if not np.isfinite(prior).all():
+            row = int(np.flatnonzero(~np.isfinite(prior))[0])
+            raise ValueError(
+                f"the prior prediction (column {self.prior_column}) of row {row} is "
+                f"{prior[row]}: it must be finite"
+            )
+        return prior
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = get_tags(self.estimator).input_tags.allow_nan
+        return tags
+
+
 def make_hybrid(
     graph_model: BaseEstimator | None = None,
     *,
@@ -119,6 +199,7 @@ def make_hybrid(
     max_iter: int = 500,
     learning_rate: float = 0.05,
     random_state: int | None = None,
+    residual: bool = False,
 ) -> Pipeline:
     """Gradient boosting on matminer features plus a graph network's out-of-fold predictions.
 
@@ -128,7 +209,9 @@ def make_hybrid(
     cross-fitted with ``cv`` inner folds on the training rows
     (:class:`CrossFittedFeatures`), so the booster learns how far to trust it
     from predictions as good as those it will get on new structures. The
-    network trains ``cv + 1`` times per ``fit``.
+    network trains ``cv + 1`` times per ``fit``. With ``residual`` the booster
+    learns what the network's prediction misses (:class:`ResidualRegressor`)
+    instead of the target itself.
     """
     if graph_model is None:
         from .regressor import CGCNNRegressor
@@ -144,4 +227,6 @@ def make_hybrid(
         loss="absolute_error", max_iter=max_iter, learning_rate=learning_rate,
         min_samples_leaf=10, random_state=random_state,
     )  # fmt: skip
+    if residual:
+        booster = ResidualRegressor(booster, prior_column=0)  # the graph network's column
     return Pipeline([("features", features), ("model", booster)])

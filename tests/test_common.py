@@ -30,7 +30,7 @@ from skgnn import CGCNNClassifier, CGCNNRegressor, CrystalGraphTransformer
 from skgnn.baselines import DropNaNColumns, RandomForestWithStd, StructureFeaturizer
 from skgnn.calibration import RecalibratedRegressor
 from skgnn.ensemble import DeepEnsembleRegressor
-from skgnn.hybrid import CrossFittedFeatures
+from skgnn.hybrid import CrossFittedFeatures, ResidualRegressor
 
 from .conftest import tiny_regressor
 
@@ -81,6 +81,7 @@ META_ESTIMATORS_OF_TABLES = [
     RecalibratedRegressor(RandomForestWithStd(n_estimators=5, random_state=0), noise=True),
     RecalibratedRegressor(GaussianProcessRegressor(), cv=3, method="coverage"),
     CrossFittedFeatures(Ridge(), cv=3),
+    ResidualRegressor(Ridge()),
 ]
 
 

@@ -3,12 +3,15 @@
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.dummy import DummyRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 
 from skgnn import CrystalGraphTransformer
-from skgnn.hybrid import CrossFittedFeatures, make_hybrid
+from skgnn.hybrid import CrossFittedFeatures, ResidualRegressor, make_hybrid
 
 from .conftest import tiny_regressor
 
@@ -78,3 +81,47 @@ def test_method_must_be_known():
         CrossFittedFeatures(KNeighborsRegressor(), method="embed").fit(
             np.zeros((4, 1)), np.zeros(4)
         )
+
+
+def test_residual_regressor_learns_what_the_prior_column_misses():
+    rng = np.random.default_rng(2)
+    X = rng.random((30, 3))
+    y = 3.0 * X[:, 1] + rng.random(30)
+    # a mean as the correction: the prior plus the residuals' mean, worked by hand
+    constant = ResidualRegressor(DummyRegressor(), prior_column=1).fit(X, y)
+    X_new = rng.random((5, 3))
+    np.testing.assert_allclose(constant.predict(X_new), X_new[:, 1] + np.mean(y - X[:, 1]))
+    # a linear correction recovers y = 2 x0 + x2 - 0.5 exactly from the prior x2
+    y = 2.0 * X[:, 0] + X[:, 2] - 0.5
+    linear = ResidualRegressor(LinearRegression(), prior_column=2).fit(X, y)
+    np.testing.assert_allclose(linear.estimator_.coef_, [2.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(linear.predict(X_new), 2.0 * X_new[:, 0] + X_new[:, 2] - 0.5)
+
+
+def test_residual_regressor_names_a_missing_column_or_a_non_finite_prior():
+    X, y = np.ones((4, 2)), np.zeros(4)
+    with pytest.raises(ValueError, match="prior_column=2, but X has 2 columns"):
+        ResidualRegressor(LinearRegression(), prior_column=2).fit(X, y)
+    model = ResidualRegressor(HistGradientBoostingRegressor())  # takes NaN elsewhere
+    X[2, 1] = np.nan  # NaN in a feature column is the booster's to handle
+    fitted = model.fit(X, y).estimator_
+    assert np.isfinite(model.predict(X)).all()
+    X_bad = np.ones((5, 3))
+    X_bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"prior prediction \(column 0\) of row 3 is nan"):
+        model.fit(X_bad, np.zeros(5))
+    assert model.estimator_ is fitted and model.n_features_in_ == 2  # the last fit, whole
+
+
+def test_the_residual_hybrid_boosts_from_the_networks_column(jdft2d):
+    structures, y = jdft2d
+    graph = make_pipeline(CrystalGraphTransformer(), tiny_regressor(max_epochs=1))
+    hybrid = make_hybrid(graph, cv=2, max_iter=20, residual=True).fit(structures[:40], y[:40])
+    features = hybrid.named_steps["features"].transform(structures[40:45])
+    booster = hybrid[-1].estimator_
+    np.testing.assert_allclose(
+        hybrid.predict(structures[40:45]), features[:, 0] + booster.predict(features)
+    )
+    out_of_fold = hybrid.named_steps["features"].transformer_list[0][1]
+    train_features = hybrid.named_steps["features"].transform(structures[:40])
+    assert out_of_fold.n_features_out_ == 1 and train_features.shape[1] == features.shape[1]
