@@ -5,6 +5,7 @@
     python -m benchmarks.matbench --task matbench_perovskites --models message    # MessageNet
     python -m benchmarks.matbench --models hybrid,hybrid_message   # + the network's prediction
     python -m benchmarks.matbench --models hybrid_residual   # boosting from that prediction
+    python -m benchmarks.matbench --models hybrid_auto   # either, chosen inside the fold
 
 Each model is a fresh clone fitted inside each fold on that fold's training rows only.
 ``results.json`` is rewritten after every fold, so an interrupted run keeps its finished folds
@@ -112,6 +113,12 @@ def _hybrid_residual(args: argparse.Namespace, fold: int) -> BaseEstimator:
     return make_hybrid(_cgcnn(args, fold), random_state=0, residual=True)
 
 
+def _hybrid_auto(args: argparse.Namespace, fold: int) -> BaseEstimator:
+    """The hybrid that chooses, by inner CV on its training rows, to boost from the CGCNN's
+    prediction or to learn the target."""
+    return make_hybrid(_cgcnn(args, fold), random_state=0, residual="auto")
+
+
 def _hybrid_message(args: argparse.Namespace, fold: int) -> BaseEstimator:
     """The hybrid with MessageNet's cross-fitted prediction (six MessageNet fits a fold)."""
     return make_hybrid(_message(args, fold), random_state=0)
@@ -122,6 +129,7 @@ MODELS: dict[str, Callable[[argparse.Namespace, int], BaseEstimator]] = {
     "cgcnn": _cgcnn,
     "cgcnn_atom": _cgcnn_atom,
     "hybrid": _hybrid,
+    "hybrid_auto": _hybrid_auto,
     "hybrid_message": _hybrid_message,
     "hybrid_residual": _hybrid_residual,
     "message": _message,

@@ -13,7 +13,7 @@ from sklearn.base import (
     clone,
 )
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.model_selection import KFold, check_cv, cross_val_predict
+from sklearn.model_selection import GridSearchCV, KFold, check_cv, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 from sklearn.utils import _safe_indexing, get_tags, indexable
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -133,9 +133,11 @@ class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     Parameters
     ----------
     estimator : regressor
-    prior_column : int, default=0
+    prior_column : int or None, default=0
         Position of the prior prediction among the columns of ``X`` (0: the
-        first transformer of a ``FeatureUnion``).
+        first transformer of a ``FeatureUnion``). ``None``: no prior, the
+        estimator learns ``y`` itself, so that a search over this parameter
+        chooses between the two (``make_hybrid(residual="auto")``).
 
     Attributes
     ----------
@@ -145,10 +147,10 @@ class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit", "predict"])],
-        "prior_column": [Interval(Integral, 0, None, closed="left")],
+        "prior_column": [Interval(Integral, 0, None, closed="left"), None],
     }
 
-    def __init__(self, estimator, *, prior_column: int = 0) -> None:
+    def __init__(self, estimator, *, prior_column: int | None = 0) -> None:
         self.estimator = estimator
         self.prior_column = prior_column
 
@@ -172,7 +174,9 @@ class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         # NaN in the other columns is the estimator's to take or refuse
         return "allow-nan" if get_tags(self.estimator).input_tags.allow_nan else True
 
-    def _prior(self, table: np.ndarray) -> np.ndarray:
+    def _prior(self, table: np.ndarray) -> np.ndarray | float:
+        if self.prior_column is None:
+            return 0.0
         if self.prior_column >= table.shape[1]:
             raise ValueError(
                 f"prior_column={self.prior_column}, but X has {table.shape[1]} columns"
@@ -199,7 +203,7 @@ def make_hybrid(
     max_iter: int = 500,
     learning_rate: float = 0.05,
     random_state: int | None = None,
-    residual: bool = False,
+    residual: bool | str = False,
 ) -> Pipeline:
     """Gradient boosting on matminer features plus a graph network's out-of-fold predictions.
 
@@ -209,10 +213,17 @@ def make_hybrid(
     cross-fitted with ``cv`` inner folds on the training rows
     (:class:`CrossFittedFeatures`), so the booster learns how far to trust it
     from predictions as good as those it will get on new structures. The
-    network trains ``cv + 1`` times per ``fit``. With ``residual`` the booster
-    learns what the network's prediction misses (:class:`ResidualRegressor`)
-    instead of the target itself.
+    network trains ``cv + 1`` times per ``fit``. With ``residual=True`` the
+    booster learns what the network's prediction misses
+    (:class:`ResidualRegressor`) instead of the target: better where the
+    network is the stronger line, worse where it is the weaker. With
+    ``residual="auto"`` ``cv``-fold cross-validation on the training rows'
+    cross-fitted features chooses between the two (``GridSearchCV`` over
+    ``prior_column``; mean absolute error), so the choice, too, sees
+    training rows only.
     """
+    if residual not in (True, False, "auto"):
+        raise ValueError(f"residual must be True, False or 'auto'; got {residual!r}")
     if graph_model is None:
         from .regressor import CGCNNRegressor
         from .transformer import CrystalGraphTransformer
@@ -227,6 +238,11 @@ def make_hybrid(
         loss="absolute_error", max_iter=max_iter, learning_rate=learning_rate,
         min_samples_leaf=10, random_state=random_state,
     )  # fmt: skip
-    if residual:
+    if residual == "auto":
+        booster = GridSearchCV(
+            ResidualRegressor(booster), {"prior_column": [None, 0]},
+            scoring="neg_mean_absolute_error", cv=KFold(cv, shuffle=True, random_state=0),
+        )  # fmt: skip
+    elif residual:
         booster = ResidualRegressor(booster, prior_column=0)  # the graph network's column
     return Pipeline([("features", features), ("model", booster)])

@@ -6,7 +6,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.dummy import DummyRegressor
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression
-from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.model_selection import KFold, cross_val_predict, cross_val_score
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 
@@ -125,3 +125,38 @@ def test_the_residual_hybrid_boosts_from_the_networks_column(jdft2d):
     out_of_fold = hybrid.named_steps["features"].transformer_list[0][1]
     train_features = hybrid.named_steps["features"].transform(structures[:40])
     assert out_of_fold.n_features_out_ == 1 and train_features.shape[1] == features.shape[1]
+
+
+def test_without_a_prior_column_the_estimator_learns_the_target_itself():
+    rng = np.random.default_rng(3)
+    X, y = rng.random((25, 3)), rng.random(25)
+    plain = LinearRegression().fit(X, y)
+    unprimed = ResidualRegressor(LinearRegression(), prior_column=None).fit(X, y)
+    np.testing.assert_allclose(unprimed.predict(X), plain.predict(X))
+
+
+@pytest.mark.parametrize("prior_quality", ["accurate", "noise"])
+def test_the_auto_hybrid_boosts_from_the_prior_only_where_inner_cv_says_it_helps(prior_quality):
+    rng = np.random.default_rng(4)
+    features = rng.random((200, 3))
+    y = np.sin(6 * features[:, 1]) + 0.01 * rng.standard_normal(200)
+    # column 0: the network's cross-fitted prediction, nearly exact or unrelated and large
+    prior = y + 0.01 * rng.standard_normal(200) if prior_quality == "accurate" else features[:, 0]
+    X = np.column_stack([prior * (1 if prior_quality == "accurate" else 50), features[:, 1:]])
+    chooser = make_hybrid(KNeighborsRegressor(), cv=3, max_iter=50, residual="auto")[-1]
+    chooser.fit(X, y)
+    errors = {
+        column: -cross_val_score(
+            ResidualRegressor(chooser.estimator.estimator, prior_column=column), X, y,
+            cv=KFold(3, shuffle=True, random_state=0), scoring="neg_mean_absolute_error",
+        ).mean()
+        for column in (None, 0)
+    }  # fmt: skip
+    chosen = chooser.best_params_["prior_column"]
+    assert chosen == min(errors, key=errors.get)
+    assert chosen == (0 if prior_quality == "accurate" else None)
+
+
+def test_residual_must_be_true_false_or_auto():
+    with pytest.raises(ValueError, match="residual must be True, False or 'auto'; got 'yes'"):
+        make_hybrid(KNeighborsRegressor(), residual="yes")
