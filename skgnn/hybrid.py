@@ -215,8 +215,9 @@ def make_hybrid(
     from predictions as good as those it will get on new structures. The
     network trains ``cv + 1`` times per ``fit``. With ``residual=True`` the
     booster learns what the network's prediction misses
-    (:class:`ResidualRegressor`) instead of the target: better where the
-    network is the stronger line, worse where it is the weaker. With
+    (:class:`ResidualRegressor`) instead of the target: it keeps the
+    network's accuracy where the network is the stronger line (where the
+    plain booster loses some), and costs accuracy where it is the weaker. With
     ``residual="auto"`` ``cv``-fold cross-validation on the training rows'
     cross-fitted features chooses between the two (``GridSearchCV`` over
     ``prior_column``; mean absolute error), so the choice, too, sees
